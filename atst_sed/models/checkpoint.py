@@ -1,0 +1,255 @@
+"""Checkpoint I/O: our self-describing files and every published ATST layout.
+
+Everything is read with ``torch.load(weights_only=True)``; a file that needs arbitrary pickled
+objects is refused. Our files are plain dicts::
+
+    {"format": "atst-sed", "format_version": 1, "kind": "encoder" | "sed",
+     "encoder": EncoderConfig dict, "frontend": FrontendConfig dict,
+     "classes": [...], "decoding": {...}, "meta": {...}, "state_dict": {...}}
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import pickle
+import re
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from atst_sed import __version__
+from atst_sed.errors import InputError
+from atst_sed.features import FrontendConfig
+from atst_sed.models.encoder import HEAD_DIM, ATSTEncoder, EncoderConfig
+from atst_sed.models.sed import SEDModel
+
+FORMAT = "atst-sed"
+FORMAT_VERSION = 1
+
+log = logging.getLogger(__name__)
+
+# Benign classes found in published Lightning / DINO checkpoints (hyper-parameters, argparse args).
+_SAFE_GLOBALS = [argparse.Namespace]
+
+# Where an encoder can sit inside a published file, most preferred first. The EMA teacher is the
+# released encoder of a pretraining run; a C2F model's frame student is its deployable encoder.
+_ENCODER_PREFERENCE = [
+    "model.teacher.encoder.",
+    "encoder.encoder.frame_encoder.",
+    "encoder.encoder.",
+    "sed_teacher.",
+    "teacher.",
+    "",
+    "sed_student.",
+    "model.student.encoder.",
+    "student.",
+]
+_IGNORED_PREFIX_PARTS = ("teacher_module.",)  # the frozen ATST-Clip inside a C2F checkpoint
+
+
+def _load_raw(path: str | PathLike[str]) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "no such checkpoint file")
+    try:
+        with torch.serialization.safe_globals(_SAFE_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        what = f" ({found.group(1)})" if found else (f" ({first[:120]})" if first else "")
+        raise InputError(
+            path, f"refusing to load: the checkpoint carries a pickled Python object{what}; only tensors and plain data are accepted"
+        ) from None
+    except Exception as err:
+        raise InputError(path, f"not a readable PyTorch checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''})") from None
+
+
+def _flat_state_dict(raw: Any, path: Path) -> dict[str, Tensor]:
+    """All tensors of a checkpoint, keyed as a flat state dict (DINO ``module.``/``backbone.`` stripped)."""
+    if not isinstance(raw, dict):
+        raise InputError(path, "checkpoint is not a dictionary")
+    if isinstance(raw.get("state_dict"), dict):
+        sd = dict(raw["state_dict"])
+        for extra in ("sed_teacher", "sed_student"):  # ATST-SED adds these beside the Lightning state
+            if isinstance(raw.get(extra), dict):
+                sd.update({f"{extra}.{k}": v for k, v in raw[extra].items()})
+        return sd
+    if isinstance(raw.get("teacher"), dict):  # DINO-style ATST-Clip release
+        return {"teacher." + k.replace("module.", "").replace("backbone.", ""): v for k, v in raw["teacher"].items()}
+    if isinstance(raw.get("model"), dict):
+        return dict(raw["model"])
+    if all(isinstance(v, Tensor) for v in raw.values()):
+        return dict(raw)
+    raise InputError(path, "no state dict found (expected 'state_dict', 'teacher' or a flat tensor dict)")
+
+
+def _encoder_prefixes(sd: dict[str, Tensor]) -> list[str]:
+    found = set()
+    for key in sd:
+        m = re.match(r"^(.*?)blocks\.0\.attn\.qkv\.weight$", key)
+        if m and (m.group(1) + "pos_embed") in sd and not any(p in m.group(1) for p in _IGNORED_PREFIX_PARTS):
+            found.add(m.group(1))
+    return sorted(found, key=lambda p: (_ENCODER_PREFERENCE.index(p) if p in _ENCODER_PREFERENCE else len(_ENCODER_PREFERENCE), p))
+
+
+def convert_official_state_dict(
+    sd: dict[str, Tensor], prefix: str, variant: str | None = None
+) -> tuple[dict[str, Tensor], EncoderConfig]:
+    """Map an audiossl FrameAST / AST state dict (keys under ``prefix``) onto :class:`ATSTEncoder`.
+
+    Depth and width come from tensor shapes, heads = width / 64. Unless ``variant`` says otherwise,
+    ATST-Clip is recognised by a ``cls_token`` with a final norm named ``norm``; an older FrameAST
+    variant stores the same keys, so C2F frame encoders are always read as ATST-Frame.
+    """
+    enc = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
+    width = enc["pos_embed"].shape[-1]
+    depth = 1 + max(int(m.group(1)) for k in enc if (m := re.match(r"blocks\.(\d+)\.", k)))
+    if variant is None:
+        is_clip = "cls_token" in enc and "norm_frame.weight" not in enc and "frame_encoder" not in prefix
+    else:
+        is_clip = variant == "clip"
+    out: dict[str, Tensor] = {}
+    for k, v in enc.items():
+        if k.startswith("patch_embed.patch_embed."):
+            k = "patch_embed." + k[len("patch_embed.patch_embed.") :]
+        elif k.startswith("norm_frame."):
+            k = "norm." + k[len("norm_frame.") :]
+        elif k == "cls_token" and not is_clip:
+            continue
+        elif k.startswith(("head.", "prompt")):
+            continue
+        out[k] = v.float()
+    config = EncoderConfig(
+        variant="clip" if is_clip else "frame",
+        width=width,
+        depth=depth,
+        heads=width // HEAD_DIM,
+        max_tokens=enc["pos_embed"].shape[1] - 1,
+        n_mels=enc["patch_embed.patch_embed.weight"].shape[1] // 4 if "patch_embed.patch_embed.weight" in enc else 64,
+    )
+    return out, config
+
+
+@dataclass
+class LoadedCheckpoint:
+    """What a checkpoint file gives: a ready encoder (and SED model for ``kind == 'sed'``)."""
+
+    path: Path
+    kind: str  # "encoder" | "sed"
+    layout: str  # "atst-sed" or the published layout it came from
+    encoder: ATSTEncoder
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
+    model: SEDModel | None = None
+    classes: list[str] = field(default_factory=list)
+    decoding: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _strict_load(module: torch.nn.Module, sd: dict[str, Tensor], path: Path) -> None:
+    own = module.state_dict()
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    wrong = sorted(k for k in set(own) & set(sd) if own[k].shape != sd[k].shape)
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)} tensors (e.g. {missing[0]})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unknown tensors (e.g. {unexpected[0]})")
+    if wrong:
+        problems.append(f"shape mismatch for {wrong[0]}: {tuple(sd[wrong[0]].shape)} vs {tuple(own[wrong[0]].shape)}")
+    if problems:
+        raise InputError(path, "checkpoint does not fit the model: " + "; ".join(problems))
+    module.load_state_dict(sd)
+
+
+def load_checkpoint(
+    path: str | PathLike[str], encoder_prefix: str | None = None, variant: str | None = None
+) -> LoadedCheckpoint:
+    """Load our checkpoints or any published ATST layout (pretraining Lightning file, DINO ATST-Clip,
+    fine-tuned DESED model, C2F model, ATST-SED stage file). Classifier and student keys are ignored
+    for published files. ``encoder_prefix`` forces where the encoder weights sit; ``variant``
+    (``frame``/``clip``) overrides the layout's guess."""
+    path = Path(path)
+    raw = _load_raw(path)
+    if isinstance(raw, dict) and raw.get("format") == FORMAT:
+        return _load_own(raw, path)
+    sd = _flat_state_dict(raw, path)
+    prefixes = [encoder_prefix] if encoder_prefix is not None else _encoder_prefixes(sd)
+    if not prefixes or not any(k.startswith(prefixes[0] + "blocks.") for k in sd):
+        raise InputError(path, "no ATST encoder weights found (looked for '<prefix>blocks.0.attn.qkv.weight' with a pos_embed)")
+    prefix = prefixes[0]
+    enc_sd, config = convert_official_state_dict(sd, prefix, variant)
+    encoder = ATSTEncoder(config)
+    _strict_load(encoder, enc_sd, path)
+    encoder.eval()
+    log.info("loaded %s ATST-%s encoder (%d blocks, width %d) from %s[%s]", "published", config.variant, config.depth, config.width, path, prefix)
+    return LoadedCheckpoint(path=path, kind="encoder", layout=f"official:{prefix or '<root>'}", encoder=encoder)
+
+
+def _load_own(raw: dict, path: Path) -> LoadedCheckpoint:
+    version = raw.get("format_version")
+    if version != FORMAT_VERSION:
+        raise InputError(path, f"checkpoint format version {version} is not supported (expected {FORMAT_VERSION})")
+    try:
+        config = EncoderConfig(**raw["encoder"])
+        frontend = FrontendConfig(**raw.get("frontend", {}))
+        kind = raw["kind"]
+        sd = raw["state_dict"]
+    except (KeyError, TypeError, ValueError) as err:
+        raise InputError(path, f"malformed atst-sed checkpoint ({err})") from None
+    meta = dict(raw.get("meta", {}))
+    if kind == "sed":
+        classes = list(raw.get("classes") or [])
+        if not classes:
+            raise InputError(path, "SED checkpoint lists no classes")
+        model = SEDModel(config, len(classes))
+        _strict_load(model, sd, path)
+        model.eval()
+        return LoadedCheckpoint(path, kind, FORMAT, model.encoder, frontend, model, classes, dict(raw.get("decoding", {})), meta)
+    if kind == "encoder":
+        encoder = ATSTEncoder(config)
+        _strict_load(encoder, sd, path)
+        encoder.eval()
+        return LoadedCheckpoint(path, kind, FORMAT, encoder, frontend, meta=meta)
+    raise InputError(path, f"unknown checkpoint kind {kind!r}")
+
+
+def checkpoint_dict(
+    module: ATSTEncoder | SEDModel,
+    classes: list[str] | None = None,
+    decoding: dict[str, Any] | None = None,
+    frontend: FrontendConfig | None = None,
+    meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A self-describing checkpoint for ``module`` (an encoder, or a SED model with its classes)."""
+    is_sed = isinstance(module, SEDModel)
+    encoder = module.encoder if is_sed else module
+    if is_sed and (not classes or len(classes) != module.n_classes):
+        raise ValueError("a SED checkpoint needs its class names in output order")
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "kind": "sed" if is_sed else "encoder",
+        "encoder": encoder.config.to_dict(),
+        "frontend": (frontend or FrontendConfig()).to_dict(),
+        "classes": list(classes or []),
+        "decoding": dict(decoding or {}),
+        "meta": {"atst_sed_version": __version__, **(meta or {})},
+        "state_dict": {k: v.detach().cpu().clone() for k, v in module.state_dict().items()},
+    }
+
+
+def save_checkpoint(path: str | PathLike[str], module: ATSTEncoder | SEDModel, **kwargs: Any) -> Path:
+    """Write :func:`checkpoint_dict` atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(checkpoint_dict(module, **kwargs), tmp)
+    tmp.replace(path)
+    return path

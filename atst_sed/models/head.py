@@ -1,0 +1,40 @@
+"""Attention-pooled frame classifier (as released with ATST-Frame for DESED)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+
+class SEDOutput(NamedTuple):
+    frame_logits: Tensor  # (B, N, C) pre-sigmoid frame scores
+    frame_probs: Tensor  # (B, N, C) sigmoid(frame_logits)
+    clip_probs: Tensor  # (B, C) attention-pooled clip probabilities
+
+
+class AttentionPoolingHead(nn.Module):
+    """Frame probabilities p = sigmoid(W_s x); attention a = clamp(softmax_over_classes(W_a x), 1e-7, 1);
+    clip probability = Σ_t p·a / Σ_t a over each clip's valid frames.
+
+    Parameter names (``linear``, ``linear_softmax``) match the released DESED heads.
+    """
+
+    def __init__(self, width: int, n_classes: int):
+        super().__init__()
+        self.linear = nn.Linear(width, n_classes)
+        self.linear_softmax = nn.Linear(width, n_classes)
+        for layer in (self.linear, self.linear_softmax):
+            nn.init.normal_(layer.weight, std=0.01)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, frames: Tensor, valid: Tensor | None = None) -> SEDOutput:
+        """``frames`` (B, N, D) token embeddings; ``valid`` (B, N) bool (None: all valid)."""
+        logits = self.linear(frames)
+        probs = torch.sigmoid(logits)
+        attention = torch.softmax(self.linear_softmax(frames), dim=-1).clamp(1e-7, 1.0)
+        if valid is not None:
+            attention = attention * valid[..., None].to(attention.dtype)
+        clip = (probs * attention).sum(dim=1) / attention.sum(dim=1)
+        return SEDOutput(logits, probs, clip)

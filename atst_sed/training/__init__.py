@@ -1,0 +1,1 @@
+"""Lightning modules and training utilities: pretraining, fine-tuning, distillation."""
