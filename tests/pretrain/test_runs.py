@@ -1,0 +1,177 @@
+"""Real Lightning runs on CPU: both methods, CLI, export, resume, official-layout initialisation."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from atst_sed.cli.main import main
+from atst_sed.errors import InputError
+from atst_sed.models.checkpoint import load_checkpoint
+from atst_sed.training.pretrain import PretrainModule
+from atst_sed.training.pretrain_run import (
+    REPO_CONFIGS,
+    init_from_checkpoint,
+    load_pretrain_config,
+    run_pretraining,
+)
+from atst_sed.training.schedules import cosine_ramp, cosine_schedule
+
+FAST = ["data.batch_size=4", "data.num_workers=0", "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false",
+        "model.projector_hidden=64", "model.projector_out=32", "optim.warmup_steps=2", "optim.lr=0.05"]
+
+
+def read_metrics(run: Path, version: int = 0) -> list[dict[str, str]]:
+    with open(run / "logs" / "csv" / f"version_{version}" / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+class EmaProbe(pl.Callback):
+    """Snapshots around the module's EMA update (callbacks run before the module's hook)."""
+
+    def __init__(self):
+        self.records = []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.records.append({
+            "step": trainer.global_step - 1,
+            "teacher_before": module.model.teacher.encoder.blocks[0].mlp.fc1.weight.detach().clone(),
+            "student_after": module.model.student.encoder.blocks[0].mlp.fc1.weight.detach().clone(),
+        })
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if self.records:
+            self.records[-1]["teacher_after"] = module.model.teacher.encoder.blocks[0].mlp.fc1.weight.detach().clone()
+
+
+def test_frame_run_schedules_ema_export_and_resume(wav_dir, tmp_path):
+    run = tmp_path / "frame"
+    config = load_pretrain_config("mini", [f"data.source={wav_dir}", f"output_dir={run}", "optim.max_steps=3", *FAST])
+    probe = EmaProbe()
+    out = run_pretraining(config, callbacks=[probe])
+    loaded = load_checkpoint(out)
+    assert loaded.kind == "encoder" and loaded.encoder.config.variant == "frame"
+    assert loaded.meta["global_step"] == 3 and loaded.meta["method"] == "frame"
+    assert (run / "config.yaml").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["dataset"]["n_files"] == 8 and manifest["stages"] == ["pretrain"]
+    assert manifest["model"]["encoder"]["width"] == 64
+    # the Lightning checkpoint keeps the official layout: its teacher is the exported encoder
+    from_lightning = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    for k, v in loaded.encoder.state_dict().items():
+        assert torch.equal(v, from_lightning.encoder.state_dict()[k])
+    # per-step lr / wd / ema logged from the schedules (peak = 0.05 · 4 / 256)
+    rows = read_metrics(run)
+    lr = cosine_schedule(0.05 * 4 / 256, 1e-6, 3, 2)
+    wd = cosine_ramp(0.04, 0.4, 3)
+    train_rows = [r for r in rows if r.get("train/lr")]
+    assert len(train_rows) == 3
+    for r in train_rows:
+        k = int(r["step"])
+        assert float(r["train/lr"]) == pytest.approx(lr[k], rel=1e-6, abs=1e-12)
+        assert float(r["train/wd"]) == pytest.approx(wd[k], rel=1e-6)
+        assert float(r["std/teacher"]) > 0 and float(r["std/student"]) > 0
+        assert np.isfinite(float(r["train/loss"]))
+    # EMA after optimizer step k uses m_k
+    ema = cosine_ramp(0.99, 1.0, 3)
+    checked = 0
+    for rec in probe.records:
+        if "teacher_after" in rec:
+            m = ema[rec["step"]]
+            torch.testing.assert_close(rec["teacher_after"], m * rec["teacher_before"] + (1 - m) * rec["student_after"])
+            checked += 1
+    assert checked == 2
+    # resume to 4 steps from last.ckpt (a new CSV version; the first one is kept)
+    with pytest.raises(Exception, match="--resume"):
+        run_pretraining(config)
+    config.optim.max_steps = 4
+    out = run_pretraining(config, resume=True)
+    assert load_checkpoint(out).meta["global_step"] == 4
+    assert len([r for r in read_metrics(run, 0) if r.get("train/lr")]) == 3 and [int(r["step"]) for r in read_metrics(run, 1) if r.get("train/lr")] == [3]
+
+
+def test_clip_run_through_the_cli(wav_dir, tmp_path, capsys):
+    run = tmp_path / "clip"
+    code = main(["pretrain", "mini", f"data.source={wav_dir}", "model.method=clip", "model.encoder=clip_tiny",
+                 "optim.max_steps=2", *FAST, "-o", str(run)])
+    assert code == 0
+    assert "teacher_encoder.ckpt" in capsys.readouterr().out
+    loaded = load_checkpoint(run / "teacher_encoder.ckpt")
+    assert loaded.encoder.config.variant == "clip" and loaded.encoder.cls_token is not None
+    # the exported teacher encodes audio features
+    out = loaded.encoder(torch.randn(1, 64, 1001))
+    assert out.frames.shape == (1, 250, 64) and out.cls.shape == (1, 64)
+    # `atst-sed embed` takes it as it is
+    npz = tmp_path / "emb.npz"
+    assert main(["embed", str(wav_dir / "clip02.wav"), "--checkpoint", str(run / "teacher_encoder.ckpt"), "-o", str(npz)]) == 0
+    assert np.load(npz)["embeddings"].shape[-1] == 64
+
+
+def test_cli_reports_bad_configs_in_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("base: " + str(REPO_CONFIGS / "mini.yaml") + "\nmodel:\n  methd: frame\n")
+    assert main(["pretrain", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.yaml" in err and "methd" in err and "Traceback" not in err
+    assert main(["pretrain", str(tmp_path / "nope.yaml")]) == 2
+
+
+def test_shipped_configs_follow_table_one():
+    peaks = {}
+    for name in ("frame_small", "frame_base", "clip_small", "clip_base", "mini"):
+        c = load_pretrain_config(name)
+        n_clips = c.data.batch_size * int(c.trainer.devices if c.trainer.devices != "auto" else 1)
+        peaks[name] = (c.optim.lr * n_clips / 256, c.optim.warmup_steps, c.optim.max_steps, c.optim.ema)
+    assert peaks["frame_base"] == pytest.approx((2.7e-4, 19900, 398000, 0.9996))
+    assert peaks["frame_small"] == pytest.approx((1.6e-3, 1950, 58500, 0.997))
+    assert peaks["clip_base"] == pytest.approx((1.2e-3, 15860, 318000, 0.9995))
+    assert peaks["clip_small"] == pytest.approx((3e-3, 1300, 39100, 0.99))
+
+
+def official_layout(module: PretrainModule, variant: str) -> dict:
+    """Rename our module's state dict to audiossl's pretraining names (FrameAST / AST)."""
+    sd = {}
+    for k, v in module.state_dict().items():
+        k = k.replace("encoder.patch_embed.", "encoder.patch_embed.patch_embed.")
+        if variant == "frame":
+            k = k.replace("encoder.norm.", "encoder.norm_frame.")
+        sd[k] = v.clone()
+    return {"state_dict": sd, "pytorch-lightning_version": "1.8.6", "global_step": 1234, "epoch": 3,
+            "hyper_parameters": {"anchor_len": 10.0, "n_mels": 64}}
+
+
+@pytest.mark.parametrize("variant", ["frame", "clip"])
+def test_initialise_from_the_official_pretraining_layout(variant, tmp_path):
+    kw = dict(model={"method": variant, "encoder": f"{variant}_tiny", "projector_hidden": 64, "projector_out": 32})
+    source = PretrainModule(**kw)
+    with torch.no_grad():  # make student and teacher differ so that each is checked
+        for p in source.model.teacher.parameters():
+            p.add_(torch.randn_like(p))
+    path = tmp_path / "official.ckpt"
+    torch.save(official_layout(source, variant), path)
+    target = PretrainModule(**kw)
+    info = init_from_checkpoint(target, path)
+    assert info["global_step"] == 1234
+    assert set(info["parts"]) == {"student.encoder", "teacher.encoder", "student.projector", "student.predictor", "teacher.projector"}
+    want = source.state_dict()
+    for k, v in target.state_dict().items():
+        assert torch.equal(v, want[k]), k
+    # an encoder-only checkpoint initialises both encoders
+    enc_only = tmp_path / "teacher_encoder.ckpt"
+    from atst_sed.models.checkpoint import save_checkpoint
+
+    save_checkpoint(enc_only, source.teacher_encoder)
+    fresh = PretrainModule(**kw)
+    init_from_checkpoint(fresh, enc_only)
+    for k, v in source.teacher_encoder.state_dict().items():
+        assert torch.equal(fresh.student_encoder.state_dict()[k], v) and torch.equal(fresh.teacher_encoder.state_dict()[k], v)
+    # an encoder of another size is refused with one line
+    other = PretrainModule(model={**kw["model"], "encoder_overrides": {"depth": 3}})
+    with pytest.raises(InputError, match="does not match"):
+        init_from_checkpoint(other, path)
