@@ -1,0 +1,213 @@
+"""``SEDDataModule``: the Lightning DataModule over a prepared corpus (synthetic or DESED)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+from atst_sed.data.corpus import SETS, read_fingerprint, read_index
+from atst_sed.data.datasets import ClipDataset, FeatureCollate, MixedDataset, ProportionalBatchSampler, split_batch
+from atst_sed.errors import AtstSedError
+from atst_sed.features import FrontendConfig
+from atst_sed.labels import DESED_CLASSES, ClassMap
+
+log = logging.getLogger(__name__)
+
+POOLS = ("strong", "weak", "unlabeled")
+
+
+@dataclass
+class DataConfig:
+    """The ``data:`` section of a recipe.
+
+    Attributes:
+        root: corpus root written by ``atst-sed prepare synth|dcase22``.
+        batch_size: training clips per batch (all pools together).
+        proportions: share of each pool (``strong``, ``weak``, ``unlabeled``) in a training batch;
+            a pool with share 0 is not used. Counts are rounded by largest remainders
+            (24 × 0.25/0.25/0.5 → 6/6/12).
+        strong_sets / weak_sets / unlabeled_sets: corpus sets forming each pool (names of
+            :data:`atst_sed.data.corpus.SETS`: synth_train, strong_real, weak, unlabeled, synth_val, test).
+        val_set / test_set: strong-labelled sets for validation and test (``synth_val``, ``test``, ...).
+        clip_seconds: clips are cropped (randomly for training, from the start otherwise) or
+            zero-padded to this length; a multiple of 0.04 s (10 s → 1001 mel frames, 250 targets).
+        epoch_length: training batches per epoch; ``None``: as many whole batches as the smallest
+            used pool fills (every clip of that pool once per epoch).
+        val_batch_size: batch size for validation / test (``None``: ``batch_size``).
+        num_workers: DataLoader worker processes (features are computed in them).
+        seed: seeds batch composition and crops (same seed → same batches).
+        classes: class order (``None``: the 10 DESED classes).
+        frontend: overrides of :class:`~atst_sed.features.FrontendConfig` fields.
+    """
+
+    root: str = "data/synth"
+    batch_size: int = 24
+    proportions: dict[str, float] = field(default_factory=lambda: {"strong": 0.25, "weak": 0.25, "unlabeled": 0.5})
+    strong_sets: list[str] = field(default_factory=lambda: ["synth_train"])
+    weak_sets: list[str] = field(default_factory=lambda: ["weak"])
+    unlabeled_sets: list[str] = field(default_factory=lambda: ["unlabeled"])
+    val_set: str = "synth_val"
+    test_set: str = "test"
+    clip_seconds: float = 10.0
+    epoch_length: int | None = None
+    val_batch_size: int | None = None
+    num_workers: int = 2
+    seed: int = 42
+    classes: list[str] | None = None
+    frontend: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.proportions) - set(POOLS))
+        if unknown:
+            raise ValueError(f"data.proportions: unknown pool(s) {unknown}; use {', '.join(POOLS)}")
+        for name in [*self.strong_sets, *self.weak_sets, *self.unlabeled_sets, self.val_set, self.test_set]:
+            if name not in SETS:
+                raise ValueError(f"data: unknown set {name!r}; known: {', '.join(SETS)}")
+
+
+class SEDDataModule(pl.LightningDataModule):
+    """Training batches composed from the strong / weak / unlabeled pools in ``config.proportions``
+    (pool order inside a batch: strong, weak, unlabeled); validation and test over ``val_set`` /
+    ``test_set`` in manifest order. Batches are dicts: features (B, 64, 1001) float32, frame_lengths
+    (B,) long, strong (B, 250, C), weak (B, C), has_strong (B,), has_weak (B,), filenames.
+
+    Input problems (missing corpus, malformed or inconsistent TSVs, missing audio) raise
+    :class:`~atst_sed.errors.InputError` naming the file and line at :meth:`setup`.
+    """
+
+    def __init__(self, config: DataConfig):
+        super().__init__()
+        self.config = config
+        self.classes: tuple[str, ...] = tuple(config.classes or DESED_CLASSES)
+        self.class_map = ClassMap(self.classes)
+        self.frontend_config = FrontendConfig(**config.frontend)
+        self._datasets: dict[str, ClipDataset] = {}
+        self._fingerprint: dict | None = None
+
+    # ------------------------------------------------------------------ corpus information
+    @property
+    def root(self) -> Path:
+        return Path(self.config.root)
+
+    @property
+    def fingerprint(self) -> str:
+        """The dataset fingerprint of ``ROOT/fingerprint.json`` (recorded in run manifests)."""
+        return self._fingerprint_body()["fingerprint"]
+
+    @property
+    def missing_files(self) -> int:
+        """Clips listed in the corpus metadata whose audio is missing or unreadable."""
+        return int(self._fingerprint_body().get("missing_files", 0))
+
+    def _fingerprint_body(self) -> dict:
+        if self._fingerprint is None:
+            self._fingerprint = read_fingerprint(self.root)
+        return self._fingerprint
+
+    def _set_names(self, pool: str) -> list[str]:
+        return list(getattr(self.config, f"{pool}_sets"))
+
+    def dataset(self, set_name: str, labels_kind: str | None = None) -> ClipDataset:
+        key = f"{set_name}:{labels_kind}"
+        if key not in self._datasets:
+            available = read_index(self.root)["sets"]
+            if set_name not in available:
+                raise AtstSedError(
+                    f"{self.root}: the corpus has no set {set_name!r} (it has {', '.join(sorted(available))})"
+                )
+            self._datasets[key] = ClipDataset(self.root, set_name, self.class_map, self.config.clip_seconds, labels_kind)
+        return self._datasets[key]
+
+    def _split_set(self, split: str) -> str:
+        if split not in ("val", "test"):
+            raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+        return self.config.val_set if split == "val" else self.config.test_set
+
+    def ground_truth(self, split: str) -> pd.DataFrame:
+        """Events [filename, onset, offset, event_label] of the clips of ``split`` ("val"|"test") that
+        have audio; clips without events are one NaN row (DESED convention)."""
+        return self.dataset(self._split_set(split)).events.copy()
+
+    def durations(self, split: str) -> dict[str, float]:
+        """Clip durations (s) of ``split`` ("val"|"test"), from the set's durations TSV when it has one."""
+        return dict(self.dataset(self._split_set(split)).durations)
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def setup(self, stage: str | None = None) -> None:
+        """Builds (and checks) the datasets the stage needs; cheap when called again."""
+        self._fingerprint_body()
+        if stage in (None, "fit"):
+            self._train_parts()
+            self.dataset(self.config.val_set)
+        if stage in (None, "validate"):
+            self.dataset(self.config.val_set)
+        if stage in (None, "test"):
+            self.dataset(self.config.test_set)
+
+    def _train_parts(self) -> tuple[MixedDataset, dict[str, int], list[int]]:
+        per_pool = split_batch(self.config.batch_size, {p: self.config.proportions.get(p, 0.0) for p in POOLS})
+        datasets, sizes, counts = [], [], []
+        for pool in POOLS:
+            if per_pool[pool] == 0:
+                continue
+            names = self._set_names(pool)
+            if not names:
+                raise AtstSedError(f"data.proportions gives {pool} clips a share but data.{pool}_sets is empty")
+            parts = [self.dataset(n, pool) for n in names]
+            size = sum(len(p) for p in parts)
+            if size == 0:
+                raise AtstSedError(f"{self.root}: the {pool} pool ({', '.join(names)}) has no clips")
+            datasets.extend(parts)
+            sizes.append(size)
+            counts.append(per_pool[pool])
+        if not datasets:
+            raise AtstSedError("data.proportions selects no training pool")
+        return MixedDataset(datasets), per_pool, [*sizes, *counts]
+
+    def train_dataloader(self) -> DataLoader:
+        mixed, per_pool, sizes_counts = self._train_parts()
+        n = len(sizes_counts) // 2
+        rank, world = 0, 1
+        if self.trainer is not None:
+            rank, world = int(self.trainer.global_rank), int(self.trainer.world_size)
+        sampler = ProportionalBatchSampler(
+            sizes_counts[:n], sizes_counts[n:], seed=self.config.seed, epoch_length=self.config.epoch_length,
+            rank=rank, world_size=world,
+        )
+        log.debug("training batches: %s per batch, %d per epoch", per_pool, sampler.epoch_length)
+        return self._loader(mixed, batch_sampler=sampler)
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        return self._loader(
+            self.dataset(self._split_set(split)),
+            batch_size=self.config.val_batch_size or self.config.batch_size,
+            shuffle=False,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def _loader(self, dataset, **kwargs) -> DataLoader:
+        workers = int(self.config.num_workers)
+        return DataLoader(
+            dataset,
+            num_workers=workers,
+            collate_fn=FeatureCollate(self.frontend_config),
+            persistent_workers=workers > 0,
+            **kwargs,
+        )
+
+    def steps_per_epoch(self) -> int:
+        """Training batches per epoch (see :class:`ProportionalBatchSampler`)."""
+        _, _, sizes_counts = self._train_parts()
+        n = len(sizes_counts) // 2
+        return ProportionalBatchSampler(sizes_counts[:n], sizes_counts[n:], epoch_length=self.config.epoch_length).epoch_length

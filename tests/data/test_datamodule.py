@@ -1,0 +1,212 @@
+"""SEDDataModule on the tiny corpus: batch contract, proportions, determinism, crops, input checks,
+and a real 3-step Lightning training loop on CPU."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from atst_sed.data import DataConfig, SEDDataModule
+from atst_sed.data.corpus import SETS
+from atst_sed.data.datasets import ClipDataset, ProportionalBatchSampler, split_batch
+from atst_sed.errors import InputError
+from atst_sed.events import read_strong_tsv
+from atst_sed.labels import DESED_CLASSES, ClassMap, events_to_frames
+
+
+def _dm(root, **kw):
+    kw.setdefault("num_workers", 0)
+    dm = SEDDataModule(DataConfig(root=str(root), **kw))
+    dm.setup("fit")
+    return dm
+
+
+def test_batch_contract_and_proportions(tiny_corpus):
+    dm = _dm(tiny_corpus, batch_size=8)
+    batches = list(dm.train_dataloader())
+    # 8 × (0.25, 0.25, 0.5) = 2 / 2 / 4 per batch; the smallest pool (12 weak clips) gives 6 batches
+    assert len(batches) == dm.steps_per_epoch() == 6
+    seen_weak = set()
+    for b in batches:
+        assert b["features"].shape == (8, 64, 1001) and b["features"].dtype == torch.float32
+        assert b["frame_lengths"].dtype == torch.long and (b["frame_lengths"] == 1001).all()
+        assert b["strong"].shape == (8, 250, 10) and b["weak"].shape == (8, 10)
+        assert b["has_strong"].tolist() == [True] * 2 + [False] * 6
+        assert b["has_weak"].tolist() == [True] * 4 + [False] * 4
+        assert [f.split("_0")[0] for f in b["filenames"]] == ["synth_train"] * 2 + ["weak"] * 2 + ["unlabeled"] * 4
+        torch.testing.assert_close(b["weak"][:2], b["strong"][:2].amax(dim=1))  # weak = any over frames
+        assert b["strong"][2:].sum() == 0 and b["weak"][4:].sum() == 0
+        assert (b["weak"][2:4].sum(1) >= 1).all()
+        assert torch.isfinite(b["features"]).all() and b["features"].abs().max() < 3
+        seen_weak.update(b["filenames"][2:4])
+    assert len(seen_weak) == 12  # one epoch = every clip of the smallest pool once
+    assert split_batch(24, {"strong": 0.25, "weak": 0.25, "unlabeled": 0.5}) == {"strong": 6, "weak": 6, "unlabeled": 12}
+    assert split_batch(10, {"strong": 1, "weak": 1, "unlabeled": 1}) == {"strong": 4, "weak": 3, "unlabeled": 3}
+
+
+def test_same_seed_same_batches_across_workers(tiny_corpus):
+    first = next(iter(_dm(tiny_corpus, batch_size=4, seed=5).train_dataloader()))
+    second = next(iter(_dm(tiny_corpus, batch_size=4, seed=5, num_workers=2).train_dataloader()))
+    assert first["filenames"] == second["filenames"]
+    torch.testing.assert_close(first["features"], second["features"])
+    other = next(iter(_dm(tiny_corpus, batch_size=4, seed=6).train_dataloader()))
+    assert other["filenames"] != first["filenames"]
+    sampler = ProportionalBatchSampler([10, 20], [2, 2], seed=1)
+    sampler.set_epoch(0)
+    epoch0 = list(sampler)
+    sampler.set_epoch(1)
+    assert list(sampler) != epoch0
+    sampler.set_epoch(0)
+    assert list(sampler) == epoch0
+    ranks = [list(ProportionalBatchSampler([10, 20], [2, 2], seed=1, rank=r, world_size=2)) for r in (0, 1)]
+    assert ranks[0] + ranks[1] != [] and sorted(ranks[0] + ranks[1]) == sorted(epoch0)
+
+
+def test_eval_sets_in_order_with_valid_lengths(tiny_corpus):
+    dm = _dm(tiny_corpus, batch_size=6)
+    dm.setup("test")
+    names = [f for b in dm.test_dataloader() for f in b["filenames"]]
+    assert names == sorted(names) and len(names) == 12
+    durations = dm.durations("test")
+    gt = dm.ground_truth("test")
+    assert set(gt["filename"]) == set(durations) and gt["event_label"].isna().any()
+    for b in dm.test_dataloader():
+        for i, name in enumerate(b["filenames"]):
+            n = round(durations[name] * 16000)
+            assert int(b["frame_lengths"][i]) == n // 160 + 1
+            tokens = (n // 160 + 1) // 4
+            assert b["strong"][i, tokens:].sum() == 0
+            want = events_to_frames(gt[gt["filename"] == name], ClassMap(DESED_CLASSES))
+            np.testing.assert_array_equal(b["strong"][i].numpy(), want)
+    assert dm.fingerprint.startswith("sha256:") and dm.missing_files == 0
+
+
+def test_random_crops_shift_and_clip_labels(tiny_corpus):
+    cmap = ClassMap(DESED_CLASSES)
+    ds = ClipDataset(tiny_corpus, "synth_train", cmap, clip_seconds=4.0)
+    events = read_strong_tsv(tiny_corpus / SETS["synth_train"].labels, DESED_CLASSES)
+    starts = set()
+    for index in range(8):
+        for seed in (3 * index, 3 * index + 1):
+            item = ds[(index, seed)]
+            start = ds.crop_start(index, seed)
+            starts.add(start)
+            assert start % 640 == 0 and item["waveform"].shape == (64000,) and item["length"] == 64000
+            full = events_to_frames(events[events["filename"] == ds.filenames[index]], cmap)
+            np.testing.assert_array_equal(item["strong"].numpy(), full[start // 640 : start // 640 + 100])
+    assert len(starts) > 5
+
+
+def test_training_loop_on_cpu(tiny_corpus):
+    class Tiny(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(64, 10)
+
+        def training_step(self, batch, _):
+            x = batch["features"][:, :, :1000].reshape(len(batch["features"]), 64, 250, 4).mean(-1)
+            probs = torch.sigmoid(self.linear(x.transpose(1, 2)))  # (B, 250, C)
+            strong = torch.nn.functional.binary_cross_entropy(probs[batch["has_strong"]], batch["strong"][batch["has_strong"]])
+            weak = torch.nn.functional.binary_cross_entropy(probs.amax(1)[batch["has_weak"]], batch["weak"][batch["has_weak"]])
+            return strong + weak
+
+        def validation_step(self, batch, _):
+            self.log("val_seen", float(len(batch["filenames"])))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    dm = SEDDataModule(DataConfig(root=str(tiny_corpus), batch_size=8, num_workers=1, epoch_length=3))
+    model = Tiny()
+    before = model.linear.weight.detach().clone()
+    trainer = pl.Trainer(
+        max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        limit_val_batches=1, num_sanity_val_steps=0, enable_model_summary=False,
+    )
+    trainer.fit(model, datamodule=dm)
+    assert trainer.global_step == 3
+    assert not torch.equal(before, model.linear.weight)
+
+
+def _copy_corpus(src, dst):
+    """Metadata and manifests copied, audio folders linked (cheap)."""
+    for part in ("metadata", "manifests"):
+        shutil.copytree(src / part, dst / part)
+    shutil.copy(src / "fingerprint.json", dst / "fingerprint.json")
+    for name in SETS:
+        if (src / SETS[name].audio).is_dir():
+            (dst / SETS[name].audio).parent.mkdir(parents=True, exist_ok=True)
+            (dst / SETS[name].audio).symlink_to(src / SETS[name].audio)
+    return dst
+
+
+def _edit_line(path, line, text):
+    lines = path.read_text().splitlines(keepends=True)
+    lines[line - 1] = text
+    path.write_text("".join(lines))
+
+
+@pytest.mark.parametrize(
+    "set_name, line_text, message",
+    [
+        ("synth_val", "synth_val_00000.wav\t1.000\t2.000\tBird\n", "unknown class 'Bird'"),
+        ("synth_val", "synth_val_00000.wav\t3.000\t2.000\tDog\n", "not before offset"),
+        ("synth_val", "synth_val_00000.wav\t3.000\t12.000\tDog\n", "beyond the clip"),
+        ("synth_val", "synth_val_00000.wav\tthree\t4.000\tDog\n", "is not a number"),
+        ("synth_train", "synth_train_00000.wav\t1.000\t12.000\tDog\n", "beyond the clip"),
+    ],
+)
+def test_bad_labels_name_file_and_line(tiny_corpus, tmp_path, set_name, line_text, message):
+    root = _copy_corpus(tiny_corpus, tmp_path / "c")
+    labels = root / SETS[set_name].labels
+    _edit_line(labels, 3, line_text)
+    dm = SEDDataModule(DataConfig(root=str(root), num_workers=0))
+    with pytest.raises(InputError, match=message) as info:
+        dm.setup("fit")
+    assert info.value.path == str(labels) and info.value.line == 3
+
+
+def test_missing_audio_and_malformed_tsv(tiny_corpus, tmp_path):
+    root = _copy_corpus(tiny_corpus, tmp_path / "c")
+    manifest = root / "manifests" / "weak.tsv"
+    _edit_line(manifest, 4, "weak_00002.wav\taudio/train/weak_16k/nope.wav\t10.0\t160000\n")
+    with pytest.raises(InputError, match="nope.wav is missing") as info:
+        SEDDataModule(DataConfig(root=str(root), num_workers=0)).setup("fit")
+    assert info.value.path == str(manifest) and info.value.line == 4
+    shutil.copy(tiny_corpus / "manifests" / "weak.tsv", manifest)
+    weak = root / SETS["weak"].labels
+    weak.write_text("filename\tlabels\nweak_00000.wav\tDog\n")
+    with pytest.raises(InputError, match="missing column") as info:
+        SEDDataModule(DataConfig(root=str(root), num_workers=0)).setup("fit")
+    assert info.value.path == str(weak) and info.value.line == 1
+    with pytest.raises(ValueError, match="unknown pool"):
+        DataConfig(proportions={"strong": 1.0, "noisy": 1.0})
+    with pytest.raises(InputError, match="prepare"):
+        SEDDataModule(DataConfig(root=str(tmp_path / "nothing"))).setup("fit")
+
+
+def test_data_config_from_yaml_dict():
+    from atst_sed.config import from_dict, to_dict
+
+    cfg = from_dict(DataConfig, {"root": "x", "batch_size": 12, "proportions": {"strong": 0.5, "weak": 0.5, "unlabeled": 0}})
+    assert cfg.batch_size == 12 and cfg.proportions["unlabeled"] == 0.0
+    assert from_dict(DataConfig, to_dict(cfg)) == cfg
+    with pytest.raises(ValueError):
+        from_dict(DataConfig, {"batchsize": 3})
+
+
+def test_a_strong_set_can_serve_as_weak_or_unlabeled(tiny_corpus):
+    cmap = ClassMap(DESED_CLASSES)
+    strong = ClipDataset(tiny_corpus, "synth_val", cmap)
+    as_weak = ClipDataset(tiny_corpus, "synth_val", cmap, labels_kind="weak")
+    as_unlabeled = ClipDataset(tiny_corpus, "synth_val", cmap, labels_kind="unlabeled")
+    for i in (0, 5):
+        s, w, u = strong[i], as_weak[i], as_unlabeled[i]
+        assert s["filename"] == w["filename"] == u["filename"]
+        torch.testing.assert_close(w["weak"], s["strong"].amax(0))
+        assert w["has_weak"] and not w["has_strong"] and w["strong"].sum() == 0
+        assert not u["has_weak"] and not u["has_strong"] and u["weak"].sum() == 0
