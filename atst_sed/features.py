@@ -15,6 +15,8 @@ import torch
 import torchaudio
 from torch import Tensor, nn
 
+from atst_sed.errors import AtstSedError
+
 SAMPLE_RATE = 16000
 HOP_SAMPLES = 160
 FRAMES_PER_TOKEN = 4
@@ -127,6 +129,12 @@ class LogMelFrontend(nn.Module):
         squeeze = waveform.dim() == 1
         if squeeze:
             waveform = waveform[None]
+        shortest = int(lengths.min()) if lengths is not None else waveform.shape[-1]
+        if shortest <= self.config.n_fft // 2:  # the centred STFT reflects n_fft / 2 samples at each end
+            raise AtstSedError(
+                f"audio of {shortest} samples is too short: at least {self.config.n_fft // 2 + 1} samples "
+                f"({(self.config.n_fft // 2 + 1) / self.config.sample_rate * 1000:.0f} ms) are needed"
+            )
         with torch.autocast(device_type=waveform.device.type, enabled=False):
             waveform = waveform.float()
             power = self.mel(waveform)

@@ -39,6 +39,7 @@ _SAFE_GLOBALS = [argparse.Namespace]
 # Where an encoder can sit inside a published file, most preferred first. The EMA teacher is the
 # released encoder of a pretraining run; a C2F model's frame student is its deployable encoder.
 _ENCODER_PREFERENCE = [
+    "model.student.",  # clip-level C2F (module_distill.py): the FrameAST student; never matches pretraining files
     "model.teacher.encoder.",
     "encoder.encoder.frame_encoder.",
     "encoder.encoder.",
@@ -95,7 +96,34 @@ def _encoder_prefixes(sd: dict[str, Tensor]) -> list[str]:
         m = re.match(r"^(.*?)blocks\.0\.attn\.qkv\.weight$", key)
         if m and (m.group(1) + "pos_embed") in sd and not any(p in m.group(1) for p in _IGNORED_PREFIX_PARTS):
             found.add(m.group(1))
-    return sorted(found, key=lambda p: (_ENCODER_PREFERENCE.index(p) if p in _ENCODER_PREFERENCE else len(_ENCODER_PREFERENCE), p))
+    return sorted(found, key=lambda p: (_preference_rank(p), p))
+
+
+def _preference_rank(prefix: str) -> int:
+    """Rank of ``prefix`` in :data:`_ENCODER_PREFERENCE`; nested prefixes (ATST-SED's
+    ``sed_teacher.atst_frame.atst.``) rank with the entry they start with."""
+    if prefix in _ENCODER_PREFERENCE:
+        return _ENCODER_PREFERENCE.index(prefix)
+    for i, preferred in enumerate(_ENCODER_PREFERENCE):
+        if preferred and prefix.startswith(preferred):
+            return i
+    return len(_ENCODER_PREFERENCE)
+
+
+def _variant_hint(raw: Any, sd: dict[str, Tensor], prefix: str) -> str | None:
+    """Resolve the one ambiguous key set (``cls_token`` + final ``norm``: ATST-Clip, or the older
+    FrameAST variant) from what else the file says; None when it says nothing."""
+    if prefix + "cls_token" not in sd or prefix + "norm_frame.weight" in sd:
+        return None
+    if prefix.startswith("sed_"):  # ATST-SED is built on ATST-Frame
+        return "frame"
+    hp = raw.get("hyper_parameters") if isinstance(raw, dict) else None
+    if isinstance(hp, dict) and prefix.startswith("model."):
+        if "train_len" in hp:  # ATST-Clip pretraining crops
+            return "clip"
+        if "anchor_len" in hp or "mask_ratio" in hp:  # ATST-Frame pretraining
+            return "frame"
+    return None
 
 
 def convert_official_state_dict(
@@ -122,8 +150,8 @@ def convert_official_state_dict(
             k = "norm." + k[len("norm_frame.") :]
         elif k == "cls_token" and not is_clip:
             continue
-        elif k.startswith(("head.", "prompt")):
-            continue
+        elif k.startswith(("head.", "prompt")) or k.endswith(("total_ops", "total_params")):
+            continue  # classifier / prompts, and the profiling counters ``thop`` leaves in ATST-SED files
         out[k] = v.float()
     config = EncoderConfig(
         variant="clip" if is_clip else "frame",
@@ -165,7 +193,7 @@ def _strict_load(module: torch.nn.Module, sd: dict[str, Tensor], path: Path) -> 
         problems.append(f"shape mismatch for {wrong[0]}: {tuple(sd[wrong[0]].shape)} vs {tuple(own[wrong[0]].shape)}")
     if problems:
         raise InputError(path, "checkpoint does not fit the model: " + "; ".join(problems))
-    module.load_state_dict(sd)
+    module.load_state_dict(sd, assign=True)  # modules are built on the meta device: take the file's tensors
 
 
 def load_checkpoint(
@@ -184,8 +212,9 @@ def load_checkpoint(
     if not prefixes or not any(k.startswith(prefixes[0] + "blocks.") for k in sd):
         raise InputError(path, "no ATST encoder weights found (looked for '<prefix>blocks.0.attn.qkv.weight' with a pos_embed)")
     prefix = prefixes[0]
-    enc_sd, config = convert_official_state_dict(sd, prefix, variant)
-    encoder = ATSTEncoder(config)
+    enc_sd, config = convert_official_state_dict(sd, prefix, variant or _variant_hint(raw, sd, prefix))
+    with torch.device("meta"):  # no time spent on a random init that is overwritten anyway
+        encoder = ATSTEncoder(config)
     _strict_load(encoder, enc_sd, path)
     encoder.eval()
     log.info("loaded %s ATST-%s encoder (%d blocks, width %d) from %s[%s]", "published", config.variant, config.depth, config.width, path, prefix)
@@ -208,12 +237,15 @@ def _load_own(raw: dict, path: Path) -> LoadedCheckpoint:
         classes = list(raw.get("classes") or [])
         if not classes:
             raise InputError(path, "SED checkpoint lists no classes")
-        model = SEDModel(config, len(classes))
+        with torch.device("meta"):
+            encoder = ATSTEncoder(config)
+        model = SEDModel(encoder, len(classes))
         _strict_load(model, sd, path)
         model.eval()
         return LoadedCheckpoint(path, kind, FORMAT, model.encoder, frontend, model, classes, dict(raw.get("decoding", {})), meta)
     if kind == "encoder":
-        encoder = ATSTEncoder(config)
+        with torch.device("meta"):
+            encoder = ATSTEncoder(config)
         _strict_load(encoder, sd, path)
         encoder.eval()
         return LoadedCheckpoint(path, kind, FORMAT, encoder, frontend, meta=meta)

@@ -135,13 +135,15 @@ class ATSTEncoder(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c.width)) if c.variant == "clip" else None
         self.pos_embed = nn.Parameter(torch.zeros(1, c.max_tokens + 1, c.width))
         self.patch_embed = nn.Linear(patch_dim, c.width)
-        rates = torch.linspace(0, c.drop_path, c.depth).tolist()
+        rates = torch.linspace(0, c.drop_path, c.depth, device="cpu").tolist()  # also under torch.device("meta")
         self.blocks = nn.ModuleList(Block(c.width, c.heads, c.mlp_ratio, r) for r in rates)
         self.norm = nn.LayerNorm(c.width, eps=1e-6)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """Pretraining init: truncated normal (std 0.02) for weights and embeddings, zero biases."""
+        if self.pos_embed.is_meta:  # built only to receive a checkpoint's tensors
+            return
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02, a=-2.0, b=2.0)

@@ -1,0 +1,174 @@
+"""Throughput of the ATST encoder on 10 s clips: inference (frontend + encoder) and a last-block fine-tune step.
+
+Usage::
+
+    python benchmarks/encoder_throughput.py                       # CPU (fp32) and, if present, CUDA (bf16)
+    python benchmarks/encoder_throughput.py --device cuda --batch-size 256 --iters 20 --compile
+    python benchmarks/encoder_throughput.py --device cpu --batch-size 8 --iters 3 --models frame_small
+
+Inference = waveform (B, 160000) → LogMelFrontend → ATSTEncoder (last block), under ``torch.inference_mode``.
+Fine-tune = the paper's DESED setting: ``SEDModel.freeze_all_but_last(1)`` (last block + final norm + head
+trainable, frozen blocks run without autograd), BCE on frame and clip probabilities, SGD momentum 0.9;
+features are computed by the frontend inside the timed step. CPU runs in fp32; CUDA in bf16 autocast with
+``scaled_dot_product_attention`` (flash kernels when no padding mask is needed). Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from dataclasses import dataclass
+
+import torch
+
+from atst_sed.features import LogMelFrontend
+from atst_sed.models.encoder import ATSTEncoder, EncoderConfig
+from atst_sed.models.sed import SEDModel
+
+CLIP_SAMPLES = 160000  # 10 s at 16 kHz
+
+
+@dataclass
+class Result:
+    model: str
+    device: str
+    precision: str
+    mode: str
+    batch: int
+    clips_per_s: float
+    ms_per_batch: float
+    cpu_s_per_batch: float  # process CPU time (all threads): the cost independent of other load on the machine
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(step, device: torch.device, warmup: int, iters: int) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) per call of ``step`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    for _ in range(iters):
+        step()
+    _sync(device)
+    return (time.perf_counter() - start) / iters, (time.process_time() - cpu_start) / iters
+
+
+def bench_inference(name: str, device: torch.device, batch: int, warmup: int, iters: int, compile_: bool) -> Result:
+    encoder = ATSTEncoder(EncoderConfig.named(name)).to(device).eval()
+    frontend = LogMelFrontend().to(device)
+    run = torch.compile(encoder) if compile_ else encoder
+    wave = torch.randn(batch, CLIP_SAMPLES, device=device) * 0.1
+    bf16 = device.type == "cuda"
+
+    def step() -> None:
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            run(frontend(wave))
+
+    seconds, cpu = _timed(step, device, warmup, iters)
+    precision = "bf16" if bf16 else "fp32"
+    return Result(name, device.type, precision, "inference", batch, batch / seconds, 1000 * seconds, cpu)
+
+
+def bench_finetune(name: str, device: torch.device, batch: int, warmup: int, iters: int, compile_: bool) -> Result:
+    model = SEDModel(EncoderConfig.named(name), n_classes=10).to(device)
+    model.freeze_all_but_last(1)
+    model.train()
+    frontend = LogMelFrontend().to(device)
+    run = torch.compile(model) if compile_ else model
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1, momentum=0.9)
+    wave = torch.randn(batch, CLIP_SAMPLES, device=device) * 0.1
+    frame_targets = (torch.rand(batch, 250, 10, device=device) > 0.8).float()
+    clip_targets = frame_targets.amax(dim=1)
+    bf16 = device.type == "cuda"
+    bce = torch.nn.functional.binary_cross_entropy
+
+    def step() -> None:
+        with torch.no_grad():
+            features = frontend(wave)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = run(features)
+        loss = bce(out.frame_probs.float(), frame_targets) + bce(out.clip_probs.float(), clip_targets)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], 3.0)
+        optimizer.step()
+
+    seconds, cpu = _timed(step, device, warmup, iters)
+    return Result(name, device.type, "bf16" if bf16 else "fp32", "fine-tune (last block)", batch, batch / seconds,
+                  1000 * seconds, cpu)
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+def markdown(results: list[Result]) -> str:
+    lines = ["| model | device | precision | mode | batch | clips/s | ms / batch | CPU s / batch |",
+             "|---|---|---|---|---:|---:|---:|---:|"]
+    for r in results:
+        lines.append(f"| {r.model} | {r.device} | {r.precision} | {r.mode} | {r.batch} | {r.clips_per_s:,.1f} | "
+                     f"{r.ms_per_batch:,.1f} | {r.cpu_s_per_batch:,.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=["frame_small", "frame_base"],
+                   help="encoder names (frame|clip _ tiny|small|base)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto: CPU, plus CUDA when available")
+    p.add_argument("--batch-size", type=int, default=None, help="clips per batch (default 8 on CPU, 256 on CUDA)")
+    p.add_argument("--iters", type=int, default=None, help="timed iterations (default 3 on CPU, 20 on CUDA)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed iterations (default 1 on CPU, 5 on CUDA)")
+    p.add_argument("--modes", nargs="+", choices=("inference", "finetune"), default=["inference", "finetune"])
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the encoder / model first")
+    args = p.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device == "auto":
+        devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    else:
+        if args.device == "cuda" and not torch.cuda.is_available():
+            raise SystemExit("no CUDA device available")
+        devices = [torch.device(args.device)]
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+
+    results: list[Result] = []
+    for device in devices:
+        gpu = device.type == "cuda"
+        batch = args.batch_size or (256 if gpu else 8)
+        iters = args.iters or (20 if gpu else 3)
+        warmup = args.warmup if args.warmup is not None else (5 if gpu else 1)
+        for name in args.models:
+            torch.manual_seed(0)
+            if "inference" in args.modes:
+                results.append(bench_inference(name, device, batch, warmup, iters, args.compile))
+            if "finetune" in args.modes:
+                results.append(bench_finetune(name, device, batch, warmup, iters, args.compile))
+            if gpu:
+                torch.cuda.empty_cache()
+    where = torch.cuda.get_device_name(0) if any(d.type == "cuda" for d in devices) else _cpu_name()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"torch {torch.__version__}, {where}, {torch.get_num_threads()} CPU threads, "
+          f"{os.cpu_count()} cores, load average {load:.1f}\n")
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()

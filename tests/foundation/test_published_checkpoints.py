@@ -1,0 +1,158 @@
+"""Every published ATST checkpoint layout (atst.md §3) loads into our encoder; our own format round-trips;
+pickled payloads and non-checkpoints are refused with one line naming the file."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from foundation_helpers import (
+    atst_sed_stage_checkpoint,
+    c2f_checkpoint,
+    clip_level_c2f_checkpoint,
+    dino_clip_checkpoint,
+    finetuned_clip_checkpoint,
+    finetuned_frame_checkpoint,
+    official_to_ours,
+    pretraining_checkpoint,
+)
+
+from atst_sed.errors import InputError
+from atst_sed.models.checkpoint import checkpoint_dict, load_checkpoint, save_checkpoint
+from atst_sed.models.encoder import ATSTEncoder, EncoderConfig
+from atst_sed.models.sed import SEDModel
+
+WIDTH, DEPTH = 128, 12  # full depth: key counts are the published 138 / 139
+
+
+def _assert_mapped(loaded, source: dict, variant: str):
+    enc = loaded.encoder
+    c = enc.config
+    assert (c.variant, c.width, c.depth, c.heads, c.max_tokens) == (variant, WIDTH, DEPTH, WIDTH // 64, 250)
+    expected = {official_to_ours(k): v for k, v in source.items()}
+    if variant == "frame":
+        expected.pop("cls_token", None)  # the older FrameAST variant carries an unused CLS token
+    ours = enc.state_dict()
+    assert len(ours) == (139 if variant == "clip" else 138)
+    assert set(ours) == set(expected)
+    for k, v in ours.items():
+        assert torch.equal(v, expected[k]), k
+    assert not enc.training
+
+
+LAYOUTS = {
+    "frame_pretraining_lightning": (lambda: pretraining_checkpoint(WIDTH, DEPTH, "frame"), "frame"),
+    "clip_pretraining_lightning": (lambda: pretraining_checkpoint(WIDTH, DEPTH, "clip"), "clip"),
+    "old_frame_variant_lightning": (lambda: pretraining_checkpoint(WIDTH, DEPTH, "frame", old_frame=True), "frame"),
+    "clip_dino_teacher": (lambda: dino_clip_checkpoint(WIDTH, DEPTH), "clip"),
+    "frame_finetuned_desed": (lambda: finetuned_frame_checkpoint(WIDTH, DEPTH), "frame"),
+    "clip_finetuned": (lambda: finetuned_clip_checkpoint(WIDTH, DEPTH), "clip"),
+    "c2f_desed": (lambda: c2f_checkpoint(WIDTH, DEPTH), "frame"),
+    "c2f_clip_level": (lambda: clip_level_c2f_checkpoint(WIDTH, DEPTH), "frame"),
+    "atst_sed_stage": (lambda: atst_sed_stage_checkpoint(WIDTH, DEPTH), "frame"),
+}
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_published_layout_maps_every_tensor(layout, tmp_path):
+    build, variant = LAYOUTS[layout]
+    raw, source = build()
+    path = tmp_path / f"{layout}.ckpt"
+    torch.save(raw, path)
+    loaded = load_checkpoint(path)
+    assert loaded.kind == "encoder" and loaded.model is None
+    _assert_mapped(loaded, source, variant)
+
+
+def test_pretraining_file_has_the_published_key_counts():
+    raw, _ = pretraining_checkpoint(WIDTH, DEPTH, "frame")
+    keys = list(raw["state_dict"])
+    assert sum(k.startswith("model.teacher.encoder.") for k in keys) == 138
+    assert sum(k.startswith("model.student.encoder.") for k in keys) == 138
+    assert sum(k.startswith(("model.student.projector.", "model.student.predictor.", "model.teacher.projector.")) for k in keys) == 21
+    raw, _ = pretraining_checkpoint(WIDTH, DEPTH, "clip")
+    assert sum(k.startswith("model.teacher.encoder.") for k in raw["state_dict"]) == 139
+
+
+def test_student_encoder_can_be_chosen(tmp_path):
+    raw, _ = pretraining_checkpoint(WIDTH, DEPTH, "frame")
+    torch.save(raw, tmp_path / "p.ckpt")
+    loaded = load_checkpoint(tmp_path / "p.ckpt", encoder_prefix="model.student.encoder.")
+    student = {k[len("model.student.encoder."):]: v for k, v in raw["state_dict"].items() if k.startswith("model.student.encoder.")}
+    _assert_mapped(loaded, student, "frame")
+
+
+def test_loaded_official_encoder_runs(tmp_path):
+    raw, _ = pretraining_checkpoint(WIDTH, 2, "clip")
+    torch.save(raw, tmp_path / "c.ckpt")
+    enc = load_checkpoint(tmp_path / "c.ckpt").encoder
+    with torch.no_grad():
+        out = enc(torch.randn(1, 64, 1001))
+    assert out.frames.shape == (1, 250, WIDTH) and out.cls.shape == (1, WIDTH)
+
+
+def test_own_encoder_checkpoint_round_trip(tmp_path):
+    enc = ATSTEncoder(EncoderConfig.named("clip_tiny"))
+    path = save_checkpoint(tmp_path / "enc.ckpt", enc, meta={"note": "test"})
+    assert not (tmp_path / "enc.ckpt.tmp").exists()
+    raw = torch.load(path, weights_only=True)  # plain data only
+    assert raw["format"] == "atst-sed" and raw["kind"] == "encoder" and raw["encoder"]["variant"] == "clip"
+    loaded = load_checkpoint(path)
+    assert loaded.kind == "encoder" and loaded.layout == "atst-sed" and loaded.meta["note"] == "test"
+    assert loaded.encoder.config == enc.config
+    for k, v in enc.state_dict().items():
+        assert torch.equal(loaded.encoder.state_dict()[k], v)
+
+
+def test_own_sed_checkpoint_round_trip(tmp_path):
+    model = SEDModel(EncoderConfig.named("frame_tiny"), n_classes=3)
+    classes = ["Dog", "Cat", "Speech"]
+    decoding = {"thresholds": [0.4, 0.5, 0.6], "median_filter": [7, 5, 3]}
+    path = save_checkpoint(tmp_path / "sed.ckpt", model, classes=classes, decoding=decoding)
+    raw = torch.load(path, weights_only=True)
+    assert raw["kind"] == "sed" and raw["classes"] == classes
+    assert raw == {**checkpoint_dict(model, classes=classes, decoding=decoding), "state_dict": raw["state_dict"]}
+    loaded = load_checkpoint(path)
+    assert loaded.kind == "sed" and loaded.classes == classes and loaded.decoding == decoding
+    assert loaded.encoder is loaded.model.encoder
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[k], v)
+    feats = torch.randn(2, 64, 401)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(feats).frame_probs, model(feats).frame_probs)
+
+
+class Payload:  # a pickled instance of an arbitrary class must never be unpickled
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+@pytest.mark.parametrize("payload", [Payload(), print, {"nested": [Payload()]}], ids=["reduce", "function", "nested"])
+def test_pickled_payload_is_refused(payload, tmp_path, capsys):
+    path = tmp_path / "evil.ckpt"
+    raw, _ = finetuned_frame_checkpoint(64, 1)
+    raw["extra"] = payload
+    torch.save(raw, path)
+    with pytest.raises(InputError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert str(path) in message and "\n" not in message and "pickled" in message
+    assert "pwned" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("content", [b"", b"hello, this is not a checkpoint\n" * 4, b"PK\x03\x04garbage"], ids=["empty", "text", "bad-zip"])
+def test_non_checkpoint_is_refused(content, tmp_path):
+    path = tmp_path / "not.ckpt"
+    path.write_bytes(content)
+    with pytest.raises(InputError) as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_checkpoint_without_encoder_is_refused(tmp_path):
+    path = tmp_path / "head_only.ckpt"
+    torch.save({"state_dict": {"head.linear.weight": torch.zeros(10, 8)}}, path)
+    with pytest.raises(InputError, match="no ATST encoder"):
+        load_checkpoint(path)
+    with pytest.raises(InputError, match="no such"):
+        load_checkpoint(tmp_path / "missing.ckpt")
