@@ -1,0 +1,143 @@
+"""Window grid, overlap-add invariants and streamed (block-wise) audio reading."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+from atst_sed.errors import InputError
+from atst_sed.features import samples_to_tokens
+from atst_sed.inference.windows import (
+    SAMPLES_PER_TOKEN,
+    WINDOW_SAMPLES,
+    WINDOW_TOKENS,
+    OverlapAdd,
+    hop_to_tokens,
+    overlap_add,
+    plan_windows,
+    read_audio_16k,
+    taper,
+    window_starts,
+)
+
+
+def test_window_constants():
+    assert (WINDOW_SAMPLES, WINDOW_TOKENS, SAMPLES_PER_TOKEN) == (160000, 250, 640)
+    assert hop_to_tokens(5.0) == 125 and hop_to_tokens(10.0) == 250 and hop_to_tokens(0.04) == 1
+    with pytest.raises(ValueError):
+        hop_to_tokens(12.0)
+    with pytest.raises(ValueError):
+        hop_to_tokens(0.0)
+
+
+def test_window_starts():
+    assert window_starts(100, 125).tolist() == [0]
+    assert window_starts(250, 125).tolist() == [0]
+    assert window_starts(251, 125).tolist() == [0, 1]
+    assert window_starts(500, 125).tolist() == [0, 125, 250]
+    assert window_starts(600, 250).tolist() == [0, 250, 350]  # last window aligned to the end
+
+
+@pytest.mark.parametrize("n_samples", [480, 16000 * 3 + 7, 159840, 160000, 160001, 160640, 16000 * 23 + 321, 16000 * 61])
+@pytest.mark.parametrize("hop", [1, 125, 173, 250])
+def test_plan_windows_cover_the_recording_exactly(n_samples, hop):
+    n_tokens = samples_to_tokens(n_samples)
+    windows = plan_windows(n_samples, hop)
+    covered = np.zeros(n_tokens, dtype=int)
+    for w in windows:
+        assert w.sample_start == w.start * SAMPLES_PER_TOKEN
+        assert 0 <= w.sample_start < w.sample_stop <= n_samples
+        assert samples_to_tokens(w.sample_stop - w.sample_start) <= WINDOW_TOKENS
+        # the window's own audio gives exactly its tokens (no padding, nothing past the end)
+        assert w.n_tokens == samples_to_tokens(w.sample_stop - w.sample_start)
+        covered[w.start : w.start + w.n_tokens] += 1
+    assert (covered >= 1).all()
+    assert windows[-1].start + windows[-1].n_tokens == n_tokens
+    if n_tokens > WINDOW_TOKENS:
+        assert all(w.n_tokens == WINDOW_TOKENS for w in windows)
+        assert all(w.sample_stop - w.sample_start <= WINDOW_SAMPLES for w in windows)
+    else:
+        assert len(windows) == 1 and windows[0].sample_stop == n_samples
+
+
+def test_taper_discounts_edges_but_never_reaches_zero():
+    w = taper(250)
+    assert w.min() > 0.05 and w.max() <= 1.0
+    np.testing.assert_allclose(w, w[::-1])
+    assert w[0] < w[60] < w[124]
+
+
+@pytest.mark.parametrize("n_tokens,hop", [(250, 125), (251, 125), (700, 125), (700, 250), (1013, 37)])
+def test_overlap_add_identity(n_tokens, hop):
+    """Constant per-window scores stay exactly constant everywhere, edges included; windows that
+    are slices of one track give back that track."""
+    n_samples = n_tokens * SAMPLES_PER_TOKEN
+    windows = plan_windows(n_samples, hop)
+    const = [np.full((w.n_tokens, 3), 0.37) for w in windows]
+    np.testing.assert_allclose(overlap_add(windows, const, n_tokens), 0.37, rtol=1e-6)
+    track = np.random.default_rng(0).random((n_tokens, 3))
+    slices = [track[w.start : w.start + w.n_tokens] for w in windows]
+    np.testing.assert_allclose(overlap_add(windows, slices, n_tokens), track, rtol=1e-6)
+
+
+def test_overlap_add_weights_window_centres_more():
+    acc = OverlapAdd(375, 1)
+    acc.add(0, np.zeros((250, 1)))
+    acc.add(125, np.ones((250, 1)))
+    out = acc.result()[:, 0]
+    assert out[124] == 0 and out[250] == 1  # covered by one window only
+    assert out[130] < 0.5 < out[245]  # inside the overlap, the window whose centre is closer wins
+    assert np.all(np.diff(out[125:250]) >= 0)
+
+
+def test_overlap_add_uncovered_frames_are_an_error():
+    acc = OverlapAdd(10, 1)
+    acc.add(0, np.zeros((5, 1)))
+    with pytest.raises(RuntimeError):
+        acc.result()
+
+
+@pytest.mark.parametrize("sr,channels", [(16000, 1), (44100, 2), (8000, 1), (48000, 3), (22050, 2)])
+def test_block_reading_equals_whole_file_resampling(tmp_path, sr, channels):
+    rng = np.random.default_rng(sr)
+    data = (rng.standard_normal((int(sr * 3.37) + 5, channels)) * 0.1).astype(np.float32)
+    path = tmp_path / "x.wav"
+    sf.write(path, data, sr, subtype="FLOAT")
+    got = read_audio_16k(path, block_seconds=0.5)
+    mono = torch.from_numpy(data.mean(axis=1))
+    expected = mono.numpy() if sr == 16000 else AF.resample(mono, sr, 16000).numpy()
+    assert got.shape == expected.shape and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_reading_other_formats_and_bad_files(tmp_path):
+    x = (np.sin(np.arange(24000) / 10.0) * 0.5).astype(np.float32)
+    sf.write(tmp_path / "a.flac", x, 24000)
+    sf.write(tmp_path / "a.ogg", x, 24000)
+    for name in ("a.flac", "a.ogg"):
+        assert len(read_audio_16k(tmp_path / name)) == 16000
+    (tmp_path / "empty.wav").write_bytes(b"")
+    (tmp_path / "text.wav").write_text("not audio at all")
+    nan = x.copy()
+    nan[5000] = np.inf
+    sf.write(tmp_path / "inf.wav", nan, 24000, subtype="FLOAT")
+    for name, problem in [("empty.wav", "empty"), ("text.wav", "not a readable audio"), ("inf.wav", "NaN or infinite"), ("missing.wav", "no such file")]:
+        with pytest.raises(InputError, match=problem) as err:
+            read_audio_16k(tmp_path / name)
+        assert name in str(err.value)
+
+
+def test_truncated_wav_reads_what_is_there(tmp_path):
+    x = (np.random.default_rng(0).standard_normal(32000) * 0.1).astype(np.float32)
+    sf.write(tmp_path / "full.wav", x, 16000, subtype="PCM_16")
+    raw = (tmp_path / "full.wav").read_bytes()
+    (tmp_path / "cut.wav").write_bytes(raw[: len(raw) // 2 + 1])  # half the data, odd byte count
+    got = read_audio_16k(tmp_path / "cut.wav")
+    assert 15000 < len(got) <= 16000
+    np.testing.assert_allclose(got, read_audio_16k(tmp_path / "full.wav")[: len(got)])
+    (tmp_path / "header.wav").write_bytes(raw[:30])  # header only, cut inside
+    with pytest.raises(InputError, match="header.wav"):
+        read_audio_16k(tmp_path / "header.wav")
