@@ -1,0 +1,153 @@
+"""``atst-sed evaluate``: PSDS1/PSDS2 and F1 of predictions against a strong ground truth."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+log = logging.getLogger("atst_sed.evaluate")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="PSDS1/PSDS2 (psds_eval, sed_scores_eval) and F1 (sed_eval) of predictions",
+        description=(
+            "Score predictions against a DESED-format ground truth. PREDICTIONS is (a) a folder "
+            "of predictions_th_<threshold>.tsv files (DCASE 2022 operating points: PSDS with "
+            "psds_eval + F1), (b) a folder of sed_scores_eval score files <clip>.tsv (also "
+            "threshold-free PSDS with sed_scores_eval), or (c) one event TSV (F1 only)."
+        ),
+    )
+    p.add_argument("--ground-truth", required=True, metavar="GT.tsv",
+                   help="strong labels: filename onset offset event_label (seconds)")
+    p.add_argument("--durations", required=True, metavar="DUR.tsv",
+                   help="clip durations: filename duration (seconds)")
+    p.add_argument("--predictions", required=True, metavar="PATH",
+                   help="op-point folder, score-file folder, or one event TSV")
+    p.add_argument("--json", metavar="OUT.json", help="write all metrics as JSON")
+    p.add_argument("--plots", metavar="DIR", help="write PSD-ROC PNGs (overall + per class)")
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="decision threshold for the F1 scores (op. points: the nearest file)")
+    p.add_argument("--classes", default=None,
+                   help="'desed' (the 10 DCASE classes) or a comma-separated list; "
+                        "default: the classes of the ground truth")
+    p.add_argument("--exclude-missing", action="store_true",
+                   help="leave ground-truth clips without any prediction out of the evaluation "
+                        "(default for op. points / event TSVs: they count as nothing detected)")
+    p.add_argument("--jobs", type=int, default=None, help="worker processes (default: CPUs)")
+    p.set_defaults(func=run)
+
+
+def _classes(arg: str | None):
+    if arg is None:
+        return None
+    if arg.lower() == "desed":
+        from atst_sed.labels import DESED_CLASSES
+
+        return list(DESED_CLASSES)
+    names = [c.strip() for c in arg.split(",") if c.strip()]
+    if not names:
+        from atst_sed.errors import AtstSedError
+
+        raise AtstSedError("--classes is empty")
+    return names
+
+
+def _table(result: dict, kind: str):
+    from rich.table import Table
+
+    def fmt(v):
+        return "—" if v is None else f"{v:.4f}"
+
+    summary = Table(title=f"atst-sed evaluate ({kind})", show_header=True)
+    summary.add_column("metric")
+    summary.add_column("value", justify="right")
+    summary.add_column("evaluator")
+    if "psds1" in result:
+        n = result.get("n_operating_points")
+        summary.add_row("PSDS1", fmt(result["psds1"]), f"psds_eval, {n} op. points")
+        summary.add_row("PSDS2", fmt(result["psds2"]), f"psds_eval, {n} op. points")
+    if "psds1_threshold_free" in result:
+        summary.add_row("PSDS1 threshold-free", fmt(result["psds1_threshold_free"]), "sed_scores_eval")
+        summary.add_row("PSDS2 threshold-free", fmt(result["psds2_threshold_free"]), "sed_scores_eval")
+    at = f" @ {result['f1_threshold']:g}" if "f1_threshold" in result else ""
+    for key, label, ev in (("event_f1", "event F1", "sed_eval, collar 0.2 s"),
+                           ("segment_f1", "segment F1", "sed_eval, 1 s")):
+        summary.add_row(f"{label} macro{at}", fmt(result[key]["macro"]), ev)
+        summary.add_row(f"{label} micro{at}", fmt(result[key]["micro"]), ev)
+    summary.add_row(f"intersection F1 macro{at}", fmt(result["intersection_f1"]["macro"]),
+                    "psds_eval, dtc=gtc=0.5")
+    summary.add_row("clips evaluated / missing",
+                    f"{result['n_clips_evaluated']} / {result['n_clips_missing']}", "")
+    per_class = Table(title="class-wise F1", show_header=True)
+    for name in ("class", "event", "segment", "intersection"):
+        per_class.add_column(name, justify="left" if name == "class" else "right")
+    for c in result["classes"]:
+        per_class.add_row(c, fmt(result["event_f1"]["class_wise"].get(c)),
+                          fmt(result["segment_f1"]["class_wise"].get(c)),
+                          fmt(result["intersection_f1"]["class_wise"].get(c)))
+    return summary, per_class
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from atst_sed.errors import AtstSedError
+    from atst_sed.evaluation import evaluate_event_table, evaluate_operating_points, evaluate_scores
+    from atst_sed.evaluation.inputs import load_operating_points, load_scores, prediction_kind
+    from atst_sed.events import atomic_write_text, read_durations_tsv, read_strong_tsv
+
+    console = Console(stderr=False)
+    classes = _classes(args.classes)
+    durations = read_durations_tsv(args.durations)
+    ground_truth = read_strong_tsv(args.ground_truth, classes=classes, durations=durations)
+    if classes is None:
+        classes = sorted(set(ground_truth["event_label"].dropna()))
+        if not classes:
+            raise AtstSedError(f"{args.ground_truth}: the ground truth has no event")
+    kind = prediction_kind(args.predictions)
+    with console.status(f"evaluating {kind.replace('_', ' ')} …"):
+        try:
+            if kind == "operating_points":
+                ops = load_operating_points(args.predictions, classes, durations)
+                clips = None
+                if args.exclude_missing:
+                    clips = set().union(*(set(df["filename"]) for df in ops.values()))
+                result = evaluate_operating_points(
+                    ops, ground_truth, durations, classes, threshold=args.threshold,
+                    clips=clips, n_jobs=args.jobs, plot_dir=args.plots)
+            elif kind == "scores":
+                scores, _ = load_scores(args.predictions, classes, durations)
+                result = evaluate_scores(scores, ground_truth, durations, classes,
+                                         threshold=args.threshold, n_jobs=args.jobs,
+                                         plot_dir=args.plots)
+            else:
+                table = read_strong_tsv(args.predictions, classes=classes, durations=durations)
+                clips = set(table["filename"]) if args.exclude_missing else None
+                result = evaluate_event_table(table, ground_truth, durations, classes, clips=clips)
+                if args.plots:
+                    log.warning("--plots: PSD-ROC curves need operating points or score files; "
+                                "none written for one event table")
+        except ValueError as err:  # the libraries' own refusals, as one line
+            raise AtstSedError(f"{args.predictions}: {err}") from None
+    if result["n_clips_missing"]:
+        policy = result.get("missing_clips_policy")
+        log.warning(
+            "%d ground-truth clip(s) have no prediction (%s), e.g. %s", result["n_clips_missing"],
+            "left out" if policy == "excluded" else "counted as nothing detected",
+            ", ".join(result["missing_clips"][:3]),
+        )
+    result = {"kind": kind, "ground_truth": str(args.ground_truth),
+              "durations": str(args.durations), "predictions": str(args.predictions), **result}
+    for table in _table(result, kind):
+        console.print(table)
+    if args.json:
+        atomic_write_text(Path(args.json), json.dumps(result, indent=2) + "\n")
+        console.print(f"metrics written to {args.json}")
+    if result.get("plots"):
+        console.print(f"PSD-ROC plots: {', '.join(result['plots'])}")
+    return 0

@@ -1,0 +1,184 @@
+"""Per-clip frame score files in sed_scores_eval's format, and decoding them to operating points.
+
+A score file ``<clip_id>.tsv`` has the columns ``onset offset <class_1> ... <class_C>``: one row per
+frame, ``onset``/``offset`` in seconds, consecutive frames touching. Clip ids are file names
+without directory and audio extension (``Y1_0.000_10.000.wav`` -> ``Y1_0.000_10.000``), as
+sed_scores_eval and the DCASE baselines use them.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from atst_sed.errors import InputError
+from atst_sed.events import atomic_write_text, clip_id
+
+__all__ = [
+    "read_score_files",
+    "score_dataframe",
+    "scores_to_operating_points",
+    "write_score_files",
+]
+
+
+def score_dataframe(
+    scores: np.ndarray, classes: Sequence[str], frame_seconds: float = 0.04,
+    offset_seconds: float = 0.0,
+) -> pd.DataFrame:
+    """sed_scores_eval score DataFrame from a (T, C) array of frame scores.
+
+    Frame ``t`` spans ``[offset + t * frame_seconds, offset + (t + 1) * frame_seconds)`` seconds
+    (integer frame index times the frame length: no accumulated float error).
+    """
+    from sed_scores_eval.base_modules.scores import create_score_dataframe
+
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 2 or scores.shape[1] != len(classes):
+        raise ValueError(f"scores must be (T, {len(classes)}), got {scores.shape}")
+    if scores.shape[0] == 0:
+        raise ValueError("scores have no frames")
+    timestamps = offset_seconds + np.arange(scores.shape[0] + 1) * frame_seconds
+    return create_score_dataframe(scores, np.round(timestamps, 9), list(classes))
+
+
+def write_score_files(
+    directory: str | PathLike[str],
+    scores: Mapping[str, np.ndarray],
+    classes: Sequence[str],
+    frame_seconds: float = 0.04,
+    offset_seconds: Mapping[str, float] | None = None,
+) -> list[Path]:
+    """Write one sed_scores_eval TSV per clip, ``<directory>/<clip_id>.tsv`` (each atomically).
+
+    Args:
+        directory: output folder (created).
+        scores: ``{filename or clip id: (T, C) scores}``; extensions are stripped for file names.
+        classes: the C class names (column order).
+        frame_seconds: frame length in seconds (0.04 = ATST token).
+        offset_seconds: optional start time (s) of frame 0 per clip (default 0).
+
+    Returns:
+        The written paths, in the order of ``scores``.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, values in scores.items():
+        start = 0.0 if offset_seconds is None else float(offset_seconds.get(name, 0.0))
+        frame = score_dataframe(values, classes, frame_seconds, start)
+        buffer = io.StringIO()
+        frame.to_csv(buffer, sep="\t", index=False)
+        path = directory / f"{clip_id(name)}.tsv"
+        atomic_write_text(path, buffer.getvalue())
+        written.append(path)
+    return written
+
+
+def read_score_files(directory: str | PathLike[str]) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """Read a folder of sed_scores_eval score TSVs.
+
+    Returns:
+        (``{clip_id: DataFrame[onset, offset, classes...]}`` sorted by id, class names).
+
+    Raises:
+        InputError: no score files, a malformed file (named with its line where known), NaN/Inf
+            scores, or files whose class columns differ.
+    """
+    from sed_scores_eval.base_modules.scores import validate_score_dataframe
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise InputError(directory, "not a folder of score files")
+    files = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix == ".tsv")
+    if not files:
+        raise InputError(directory, "no score files (*.tsv) in the folder")
+    out: dict[str, pd.DataFrame] = {}
+    classes: list[str] | None = None
+    for path in files:
+        try:
+            frame = pd.read_csv(path, sep="\t", float_precision="round_trip")
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+            raise InputError(path, f"not a readable score table ({err})") from None
+        if list(frame.columns[:2]) != ["onset", "offset"] or frame.shape[1] < 3:
+            raise InputError(path, "score files need the header 'onset offset <class>...' "
+                             f"(found {' '.join(map(str, frame.columns))})", line=1)
+        if frame.empty:
+            raise InputError(path, "no frames", line=2)
+        if all(pd.api.types.is_numeric_dtype(t) for t in frame.dtypes):
+            numeric = frame.to_numpy(float)
+        else:  # some cell is not a number: find it
+            numeric = frame.apply(pd.to_numeric, errors="coerce").to_numpy(float)
+        bad = ~np.isfinite(numeric)
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            raise InputError(path, f"column {frame.columns[col]!r}: value "
+                             f"{frame.iat[row, col]!r} is not a finite number", line=int(row) + 2)
+        if not frame.dtypes.eq(float).all():  # e.g. integer columns ("0", "1")
+            frame = pd.DataFrame(numeric, columns=frame.columns)
+        try:
+            _, file_classes = validate_score_dataframe(frame)
+        except (ValueError, AssertionError) as err:
+            raise InputError(path, str(err)) from None
+        if classes is None:
+            classes = list(file_classes)
+        elif list(file_classes) != classes:
+            raise InputError(path, f"class columns {file_classes} differ from those of "
+                             f"{files[0].name} ({classes})", line=1)
+        out[path.stem] = frame
+    assert classes is not None
+    return out, classes
+
+
+def scores_to_operating_points(
+    scores: Mapping[str, pd.DataFrame], thresholds: Sequence[float],
+) -> dict[float, pd.DataFrame]:
+    """Threshold score DataFrames into one event table per threshold.
+
+    Same decoding as ``sed_scores_eval.base_modules.detection.scores_to_event_list`` (an event is
+    a run of frames with score ``> threshold``; onset = first frame's onset, offset = last
+    frame's offset; tests check the two agree), vectorised over thresholds, frames and classes
+    (the library's per-clip, per-threshold call takes ~1 min at DESED scale). No median filter
+    here: score files are expected to be post-processed already (as DCASE 2023+ / ATST-SED write
+    them).
+
+    Returns:
+        ``{threshold: DataFrame[filename (clip id), onset, offset, event_label]}``.
+    """
+    levels = np.asarray([float(t) for t in thresholds], dtype=np.float64)
+    parts: list[tuple[np.ndarray, ...]] = []
+    classes: list[str] | None = None
+    for name, frame in scores.items():
+        if classes is None:
+            classes = [str(c) for c in frame.columns[2:]]
+        values = frame.iloc[:, 2:].to_numpy(np.float64)  # (T, C)
+        starts_t = frame["onset"].to_numpy(np.float64)
+        ends_t = frame["offset"].to_numpy(np.float64)
+        active = values.T[None, :, :] > levels[:, None, None]  # (K, C, T)
+        padded = np.zeros(active.shape[:2] + (active.shape[2] + 2,), dtype=np.int8)
+        padded[:, :, 1:-1] = active
+        change = np.diff(padded, axis=2)  # (K, C, T + 1)
+        k_on, c_on, t_on = np.nonzero(change == 1)  # ordered by (k, c, t): runs pair up
+        _, _, t_off = np.nonzero(change == -1)
+        if k_on.size:
+            parts.append((np.full(k_on.size, name, dtype=object), k_on, c_on,
+                          starts_t[t_on], ends_t[t_off - 1]))
+    names_all = np.concatenate([p[0] for p in parts]) if parts else np.empty(0, object)
+    k_all = np.concatenate([p[1] for p in parts]) if parts else np.empty(0, int)
+    c_all = np.concatenate([p[2] for p in parts]) if parts else np.empty(0, int)
+    on_all = np.concatenate([p[3] for p in parts]) if parts else np.empty(0)
+    off_all = np.concatenate([p[4] for p in parts]) if parts else np.empty(0)
+    labels = np.asarray(classes or [], dtype=object)
+    out = {}
+    for k, threshold in enumerate(levels):
+        sel = k_all == k
+        out[float(threshold)] = pd.DataFrame({
+            "filename": names_all[sel], "onset": on_all[sel], "offset": off_all[sel],
+            "event_label": labels[c_all[sel]] if sel.any() else np.empty(0, object),
+        })
+    return out

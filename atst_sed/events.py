@@ -1,0 +1,377 @@
+"""Event tables in DESED's TSV formats: strong labels, weak labels, clip durations.
+
+All times are seconds (float). Strong tables are pandas DataFrames with the columns
+``filename, onset, offset, event_label``; a clip without events is one row whose onset, offset and
+label are NaN (DESED's convention: empty fields). Readers check their input and raise
+:class:`~atst_sed.errors.InputError` naming the file and the 1-based line of the problem (the
+header is line 1). Writers are atomic (temporary file + rename).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from atst_sed.errors import InputError
+
+__all__ = [
+    "EVENT_COLUMNS",
+    "OFFSET_TOLERANCE_SECONDS",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "clip_id",
+    "lookup_duration",
+    "merge_overlapping_events",
+    "read_durations_tsv",
+    "read_strong_tsv",
+    "read_weak_tsv",
+    "write_durations_tsv",
+    "write_events_tsv",
+]
+
+log = logging.getLogger(__name__)
+
+EVENT_COLUMNS = ("filename", "onset", "offset", "event_label")
+#: Offsets up to this far past the clip's duration are clipped (with a warning), beyond it rejected.
+OFFSET_TOLERANCE_SECONDS = 0.5
+_EMPTY = {"", "nan", "NaN", "NAN", "none", "None"}
+_AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".m4a", ".aiff", ".aif")
+
+PathType = str | PathLike[str]
+
+
+# ----------------------------------------------------------------------------------------- helpers
+def clip_id(filename: str) -> str:
+    """The clip's id: the file name without directory and audio extension (sed_scores_eval's key).
+
+    ``"a/Y1_0.000_10.000.wav" -> "Y1_0.000_10.000"``; names without an audio extension are kept.
+    """
+    name = os.path.basename(str(filename))
+    lower = name.lower()
+    for suffix in _AUDIO_SUFFIXES:
+        if lower.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def lookup_duration(durations: Mapping[str, float], filename: str) -> float | None:
+    """Duration (s) of ``filename`` in ``durations``, matching with or without the audio extension."""
+    if filename in durations:
+        return float(durations[filename])
+    by_id = _durations_by_id(durations)
+    value = by_id.get(clip_id(filename))
+    return None if value is None else float(value)
+
+
+def _durations_by_id(durations: Mapping[str, float]) -> dict[str, float]:
+    return {clip_id(k): float(v) for k, v in durations.items()}
+
+
+def atomic_write_text(path: PathType, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+_UMASK = os.umask(0)  # the umask can only be read by setting it: restore it at once
+os.umask(_UMASK)
+
+
+def atomic_write_bytes(path: PathType, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read_table(path: PathType, required: Sequence[str]) -> pd.DataFrame:
+    """Read a tab-separated file as strings; row ``i`` of the result is line ``i + 2`` of the file.
+
+    Blank lines are dropped after line numbers are assigned (kept in the ``_line`` column).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "file not found")
+    try:
+        table = pd.read_csv(
+            path, sep="\t", dtype=str, keep_default_na=False, skip_blank_lines=False,
+            quoting=3,  # csv.QUOTE_NONE: DESED files never quote
+        )
+    except pd.errors.EmptyDataError:
+        raise InputError(path, "empty file (no header)", line=1) from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise InputError(path, f"not a readable tab-separated table ({err})") from None
+    table.columns = [str(c).strip() for c in table.columns]
+    missing = [c for c in required if c not in table.columns]
+    if missing:
+        found = ", ".join(table.columns) or "nothing"
+        raise InputError(
+            path, f"missing column(s) {', '.join(missing)} (found {found}); "
+            f"expected a tab-separated header with {', '.join(required)}", line=1,
+        )
+    table = table[list(required)].apply(lambda col: col.str.strip())
+    table["_line"] = np.arange(len(table)) + 2
+    blank = (table[list(required)] == "").all(axis=1)
+    return table[~blank].reset_index(drop=True)
+
+
+def _to_float(values: pd.Series) -> np.ndarray:
+    return pd.to_numeric(values.where(~values.isin(_EMPTY), None), errors="coerce").to_numpy(float)
+
+
+def _first_line(table: pd.DataFrame, mask: np.ndarray) -> int:
+    return int(table["_line"].to_numpy()[np.flatnonzero(mask)[0]])
+
+
+# ------------------------------------------------------------------------------------ strong labels
+def read_strong_tsv(
+    path: PathType,
+    classes: Sequence[str] | None = None,
+    durations: Mapping[str, float] | None = None,
+    merge_overlaps: bool = True,
+) -> pd.DataFrame:
+    """Read a strong-label (or detection) TSV: ``filename onset offset event_label`` in seconds.
+
+    Columns may come in any order; others (``index``, ``score``, ...) are ignored. A row with an
+    empty onset, offset and label is a clip without events and is kept as one NaN row.
+
+    Args:
+        path: the TSV file.
+        classes: when given, every label must be one of them.
+        durations: clip durations in seconds (keys with or without the audio extension); when
+            given, every file must be known, offsets past the duration by at most
+            ``OFFSET_TOLERANCE_SECONDS`` are clipped (warning), further ones rejected.
+        merge_overlaps: merge overlapping events of the same class in a clip (warning).
+
+    Returns:
+        DataFrame with columns filename (str), onset, offset (float64 s), event_label (str/NaN),
+        in file order.
+
+    Raises:
+        InputError: naming the file and line of the first problem.
+    """
+    table = _read_table(path, EVENT_COLUMNS)
+    lines = table["_line"].to_numpy()
+    names = table["filename"]
+    if (names == "").any():
+        raise InputError(path, "empty filename", line=_first_line(table, (names == "").to_numpy()))
+    onset_raw, offset_raw, label_raw = table["onset"], table["offset"], table["event_label"]
+    onset, offset = _to_float(onset_raw), _to_float(offset_raw)
+    label_empty = label_raw.isin(_EMPTY).to_numpy()
+    onset_empty, offset_empty = onset_raw.isin(_EMPTY).to_numpy(), offset_raw.isin(_EMPTY).to_numpy()
+    no_event = label_empty & onset_empty & offset_empty
+
+    for column, raw, values, empty in (
+        ("onset", onset_raw, onset, onset_empty), ("offset", offset_raw, offset, offset_empty),
+    ):
+        bad = ~no_event & ~empty & ~np.isfinite(values)
+        if bad.any():
+            i = np.flatnonzero(bad)[0]
+            raise InputError(path, f"{column} {raw.iloc[i]!r} is not a number", line=int(lines[i]))
+    partial = ~no_event & (onset_empty | offset_empty | label_empty)
+    if partial.any():
+        i = np.flatnonzero(partial)[0]
+        what = [n for n, e in (("onset", onset_empty), ("offset", offset_empty),
+                               ("event_label", label_empty)) if e[i]]
+        raise InputError(
+            path, f"empty {', '.join(what)} (a clip without events leaves onset, offset and "
+            "event_label all empty)", line=int(lines[i]),
+        )
+    event = ~no_event
+    bad = event & (onset < 0)
+    if bad.any():
+        i = np.flatnonzero(bad)[0]
+        raise InputError(path, f"negative onset {onset[i]:g} s", line=int(lines[i]))
+    bad = event & (onset >= offset)
+    if bad.any():
+        i = np.flatnonzero(bad)[0]
+        raise InputError(path, f"onset {onset[i]:g} s is not before offset {offset[i]:g} s",
+                         line=int(lines[i]))
+    if classes is not None:
+        known = set(classes)
+        bad = event & ~label_raw.isin(known).to_numpy()
+        if bad.any():
+            i = np.flatnonzero(bad)[0]
+            raise InputError(
+                path, f"unknown class {label_raw.iloc[i]!r} (known: {', '.join(classes)})",
+                line=int(lines[i]),
+            )
+
+    keep = np.ones(len(table), bool)
+    if durations is not None:
+        by_id = _durations_by_id(durations)
+        ids = names.map(clip_id)
+        clip_dur = np.array([durations.get(n, by_id.get(i, np.nan))
+                             for n, i in zip(names, ids)], dtype=float)
+        unknown = np.isnan(clip_dur)
+        if unknown.any():
+            i = np.flatnonzero(unknown)[0]
+            raise InputError(path, f"file {names.iloc[i]!r} is not in the durations table",
+                             line=int(lines[i]))
+        too_long = event & (offset > clip_dur + OFFSET_TOLERANCE_SECONDS + 1e-9)
+        if too_long.any():
+            i = np.flatnonzero(too_long)[0]
+            raise InputError(
+                path, f"offset {offset[i]:g} s is beyond the clip's duration {clip_dur[i]:g} s",
+                line=int(lines[i]),
+            )
+        over = event & (offset > clip_dur)
+        if over.any():
+            start_past = over & (onset >= clip_dur)
+            log.warning(
+                "%s: %d event offset(s) past the clip duration (within %.1f s) clipped to it "
+                "(first at line %d)%s", path, int(over.sum()), OFFSET_TOLERANCE_SECONDS,
+                _first_line(table, over),
+                f"; {int(start_past.sum())} event(s) starting at/after the end dropped"
+                if start_past.any() else "",
+            )
+            offset = np.where(over, clip_dur, offset)
+            keep &= ~start_past
+
+    result = pd.DataFrame({
+        "filename": names.to_numpy(object),
+        "onset": np.where(event, onset, np.nan),
+        "offset": np.where(event, offset, np.nan),
+        "event_label": np.where(event, label_raw.to_numpy(object), np.nan).astype(object),
+    })[keep].reset_index(drop=True)
+    if merge_overlaps:
+        before = int(result["onset"].notna().sum())
+        result = merge_overlapping_events(result)
+        merged = before - int(result["onset"].notna().sum())
+        if merged:
+            log.warning("%s: merged %d overlapping same-class event(s)", path, merged)
+    return result
+
+
+def merge_overlapping_events(events: pd.DataFrame) -> pd.DataFrame:
+    """Merge overlapping events of the same class in the same clip (touching events stay apart).
+
+    Args:
+        events: DataFrame with filename, onset, offset, event_label (NaN rows = clips w/o events).
+
+    Returns:
+        Same columns; rows keep the position of the first event of each merged group.
+    """
+    if events.empty:
+        return events.copy()
+    is_event = events["onset"].notna().to_numpy()
+    ev = events[is_event]
+    order = np.lexsort((ev["onset"].to_numpy(), ev["event_label"].astype(str).to_numpy(),
+                        ev["filename"].astype(str).to_numpy()))
+    ev = ev.iloc[order]
+    key = ev["filename"].astype(str) + "\x00" + ev["event_label"].astype(str)
+    new_key = (key != key.shift()).to_numpy()
+    run_max = ev.groupby(key.to_numpy(), sort=False)["offset"].cummax().shift().to_numpy()
+    starts = new_key | ~(ev["onset"].to_numpy() < run_max)
+    if starts.all():
+        return events.copy()
+    group = np.cumsum(starts)
+    merged = ev.assign(_g=group, _pos=ev.index).groupby("_g", sort=False).agg(
+        filename=("filename", "first"), onset=("onset", "min"), offset=("offset", "max"),
+        event_label=("event_label", "first"), _pos=("_pos", "min"),
+    )
+    empty = events[~is_event].assign(_pos=events.index[~is_event])
+    out = pd.concat([merged, empty], ignore_index=True).sort_values("_pos", kind="stable")
+    return out[list(EVENT_COLUMNS)].reset_index(drop=True)
+
+
+# -------------------------------------------------------------------------------------- weak labels
+def read_weak_tsv(path: PathType, classes: Sequence[str] | None = None) -> pd.DataFrame:
+    """Read a weak-label TSV ``filename event_labels`` (labels comma-separated, may be empty).
+
+    Returns:
+        DataFrame [filename (str), event_labels (list[str], duplicates removed, order kept)].
+
+    Raises:
+        InputError: missing columns, empty filename, unknown class (when ``classes`` given).
+    """
+    table = _read_table(path, ("filename", "event_labels"))
+    known = None if classes is None else set(classes)
+    labels: list[list[str]] = []
+    for name, raw, line in zip(table["filename"], table["event_labels"], table["_line"]):
+        if not name:
+            raise InputError(path, "empty filename", line=int(line))
+        items = list(dict.fromkeys(s.strip() for s in raw.split(",") if s.strip() not in _EMPTY))
+        if known is not None:
+            for item in items:
+                if item not in known:
+                    raise InputError(path, f"unknown class {item!r} (known: {', '.join(classes)})",
+                                     line=int(line))
+        labels.append(items)
+    return pd.DataFrame({"filename": table["filename"].to_numpy(object),
+                         "event_labels": pd.Series(labels, dtype=object)})
+
+
+# ---------------------------------------------------------------------------------------- durations
+def read_durations_tsv(path: PathType) -> dict[str, float]:
+    """Read ``filename duration`` (seconds) into ``{filename: duration}``.
+
+    Raises:
+        InputError: missing columns, non-numeric / non-positive duration, conflicting duplicates.
+    """
+    table = _read_table(path, ("filename", "duration"))
+    values = _to_float(table["duration"])
+    out: dict[str, float] = {}
+    for name, raw, value, line in zip(table["filename"], table["duration"], values, table["_line"]):
+        if not name:
+            raise InputError(path, "empty filename", line=int(line))
+        if not np.isfinite(value):
+            raise InputError(path, f"duration {raw!r} is not a number", line=int(line))
+        if value <= 0:
+            raise InputError(path, f"duration {value:g} s is not positive", line=int(line))
+        if name in out and out[name] != value:
+            raise InputError(path, f"{name!r} listed again with another duration "
+                             f"({out[name]:g} s vs {value:g} s)", line=int(line))
+        out[name] = float(value)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ writers
+def _fmt_seconds(values: Iterable[float]) -> list[str]:
+    return ["" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{float(v):.3f}"
+            for v in values]
+
+
+def write_events_tsv(path: PathType, df: pd.DataFrame, extra_columns: Sequence[str] = ()) -> None:
+    """Write an event table as DESED TSV (atomic): header ``filename onset offset event_label``.
+
+    Times with 3 decimals; NaN rows (clips without events) as empty fields. ``extra_columns``
+    (e.g. ``("score",)``) are appended after the four standard ones.
+    """
+    missing = [c for c in (*EVENT_COLUMNS, *extra_columns) if c not in df.columns]
+    if missing:
+        raise ValueError(f"write_events_tsv: DataFrame lacks column(s) {missing}")
+    columns = [
+        df["filename"].astype(str).tolist(),
+        _fmt_seconds(df["onset"].tolist()),
+        _fmt_seconds(df["offset"].tolist()),
+        ["" if pd.isna(v) else str(v) for v in df["event_label"].tolist()],
+    ]
+    for name in extra_columns:
+        columns.append(["" if pd.isna(v) else (f"{v:.6g}" if isinstance(v, float) else str(v))
+                        for v in df[name].tolist()])
+    header = "\t".join((*EVENT_COLUMNS, *extra_columns))
+    body = "".join("\t".join(row) + "\n" for row in zip(*columns))
+    atomic_write_text(path, header + "\n" + body)
+
+
+def write_durations_tsv(path: PathType, durations: Mapping[str, float]) -> None:
+    """Write ``filename duration`` (seconds, shortest exact float text) atomically."""
+    lines = ["filename\tduration\n"]
+    for name, value in durations.items():
+        lines.append(f"{name}\t{float(value)!r}\n")
+    atomic_write_text(path, "".join(lines))
