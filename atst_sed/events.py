@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from os import PathLike
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from atst_sed.errors import InputError
+from atst_sed.fileio import atomic_write_bytes, atomic_write_text  # noqa: F401 (re-exported)
 
 __all__ = [
     "EVENT_COLUMNS",
@@ -72,30 +72,6 @@ def lookup_duration(durations: Mapping[str, float], filename: str) -> float | No
 
 def _durations_by_id(durations: Mapping[str, float]) -> dict[str, float]:
     return {clip_id(k): float(v) for k, v in durations.items()}
-
-
-def atomic_write_text(path: PathType, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temporary file in the same folder, then rename)."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-_UMASK = os.umask(0)  # the umask can only be read by setting it: restore it at once
-os.umask(_UMASK)
-
-
-def atomic_write_bytes(path: PathType, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _read_table(path: PathType, required: Sequence[str]) -> pd.DataFrame:

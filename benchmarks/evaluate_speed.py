@@ -7,9 +7,9 @@ Builds a synthetic, seeded prediction set from the real DESED validation ground 
 * score files: 40 ms frame scores = smoothed ground-truth activity x per-event confidence plus
   noise and false-alarm bumps.
 Times PSDS1 + PSDS2 + F1 (operating points, serial and parallel) and the score-folder path
-(threshold-free PSDS as well), and writes ``benchmarks/evaluation.md``.
+(threshold-free PSDS as well), and prints a markdown table (the figures in ``benchmarks/README.md``).
 
-Usage: ``.venv/bin/python benchmarks/evaluate_speed.py [--jobs 2] [--out benchmarks/evaluation.md]``
+Usage: ``.venv/bin/python benchmarks/evaluate_speed.py [--jobs 2] [--out table.md]``
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from atst_sed.evaluation import (
     read_score_files,
     write_score_files,
 )
-from atst_sed.events import clip_id, merge_overlapping_events, read_durations_tsv, read_strong_tsv
+from atst_sed.events import merge_overlapping_events, read_durations_tsv, read_strong_tsv
 
 REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "desed_validation"
 CLASSES = ("Alarm_bell_ringing", "Blender", "Cat", "Dishes", "Dog", "Electric_shaver_toothbrush",
@@ -103,7 +103,7 @@ def synthetic_scores(gt: pd.DataFrame, durations: dict[str, float], seed: int = 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
-    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("evaluation.md"))
+    parser.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
     parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
 
@@ -175,8 +175,10 @@ def main() -> None:
         "slowest single job) and the decoding of 50 operating points from the scores "
         "(vectorised, checked equal to sed_scores_eval's `scores_to_event_list`).", "",
     ]
-    args.out.write_text("\n".join(lines))
-    print(args.out.read_text())
+    table = "\n".join(lines)
+    if args.out is not None:
+        args.out.write_text(table)
+    print(table)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from os import PathLike
@@ -21,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from atst_sed.errors import InputError
+from atst_sed.fileio import atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -82,24 +81,6 @@ SETS: dict[str, SetSpec] = {
 }
 
 MANIFEST_COLUMNS = ["filename", "path", "duration", "num_samples"]
-
-
-def atomic_write_bytes(path: str | PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | PathLike[str], text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 @dataclass

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -30,12 +29,12 @@ import soundfile as sf
 from atst_sed.data.corpus import (
     SETS,
     ManifestEntry,
-    atomic_write_text,
     write_fingerprint,
     write_index,
     write_manifest,
 )
 from atst_sed.errors import AtstSedError, InputError
+from atst_sed.fileio import atomic_path, atomic_write_text
 from atst_sed.labels import DESED_CLASSES
 
 log = logging.getLogger(__name__)
@@ -101,14 +100,8 @@ def download_dcase22(
 
 
 def _download_file(url: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         urllib.request.urlretrieve(url, tmp)  # noqa: S310 (fixed https URL)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def link_synthetic(root: str | PathLike[str]) -> None:
@@ -173,14 +166,8 @@ def _resample_one(task: tuple[str, str, str, str, bool]) -> ClipStatus:
     peak = float(np.max(np.abs(wave))) if wave.size else 0.0
     if peak > 1.0:  # keep resampling overshoot inside the 16-bit range
         wave = wave / peak
-    target_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target_path.parent, prefix=f".{target_path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(target_path) as tmp:
         sf.write(tmp, wave, SR, subtype="PCM_16", format="WAV")
-        os.replace(tmp, target_path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return ClipStatus(set_name, filename, "resampled", "", int(wave.shape[0]))
 
 

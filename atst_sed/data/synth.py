@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -28,12 +27,12 @@ from atst_sed.data import sources as src
 from atst_sed.data.corpus import (
     SETS,
     ManifestEntry,
-    atomic_write_text,
     write_fingerprint,
     write_index,
     write_manifest,
 )
 from atst_sed.errors import AtstSedError
+from atst_sed.fileio import atomic_path, atomic_write_text
 from atst_sed.labels import DESED_CLASSES
 
 log = logging.getLogger(__name__)
@@ -144,14 +143,8 @@ def _init_worker(seed: int, banks: dict[str, src.SourceBank | None], real_probab
 
 
 def _write_wav(path: Path, wave: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         sf.write(tmp, wave, SR, subtype="PCM_16", format="WAV")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _make_clip(task: tuple[str, int, str]) -> ClipResult:

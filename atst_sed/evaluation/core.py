@@ -23,7 +23,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from atst_sed.evaluation.f1 import intersection_f1, sed_eval_metrics, _summary

@@ -85,7 +85,7 @@ class Detector:
     (median filter sizes in 40 ms frames). On CUDA the encoder runs under bf16 autocast; the
     frontend is always float32. ``precision`` ``auto`` = bf16 autocast on CUDA, float32 on CPU;
     ``bf16`` on CPU is an opt-in speed-up (about 1.5× with AVX-512 BF16, probabilities within
-    ≈0.01 of float32; see benchmarks/detect.md).
+    ≈0.01 of float32; see benchmarks/README.md).
     """
 
     def __init__(

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from atst_sed.fileio import atomic_path
 from atst_sed.features import HOP_SAMPLES, SAMPLE_RATE, TOKEN_SECONDS, LogMelFrontend
 
 MAX_COLUMNS = 4000  # longer recordings are averaged down to this many image columns
@@ -82,8 +83,9 @@ def plot_detection(
     ax_events.set_xlabel("time (s)")
     ax_events.grid(axis="x", alpha=0.3)
 
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+    finally:
+        plt.close(fig)
     return path

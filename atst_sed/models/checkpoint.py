@@ -24,6 +24,7 @@ from torch import Tensor
 
 from atst_sed import __version__
 from atst_sed.errors import InputError
+from atst_sed.fileio import atomic_path
 from atst_sed.features import FrontendConfig
 from atst_sed.models.encoder import HEAD_DIM, ATSTEncoder, EncoderConfig
 from atst_sed.models.sed import SEDModel
@@ -280,8 +281,6 @@ def checkpoint_dict(
 def save_checkpoint(path: str | PathLike[str], module: ATSTEncoder | SEDModel, **kwargs: Any) -> Path:
     """Write :func:`checkpoint_dict` atomically (temporary file, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(checkpoint_dict(module, **kwargs), tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save(checkpoint_dict(module, **kwargs), tmp)
     return path

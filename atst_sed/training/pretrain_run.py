@@ -33,6 +33,7 @@ from atst_sed.config import deep_merge, from_dict, parse_overrides, read_yaml, t
 from atst_sed.data.pretrain import PretrainDataConfig, PretrainDataModule
 from atst_sed.errors import AtstSedError, InputError
 from atst_sed.features import FrontendConfig
+from atst_sed.fileio import atomic_path, atomic_write_text
 from atst_sed.training.pretrain import (
     CollapseConfig,
     CollapseMonitor,
@@ -224,13 +225,7 @@ def write_manifest(path: Path, config: PretrainConfig, data: PretrainDataModule,
         "training_data": [config.data.source],
         "stages": ["pretrain"],
     }
-    _atomic_write(path, json.dumps(manifest, indent=2))
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(manifest, indent=2))
 
 
 def export_teacher(module: PretrainModule, path: Path, config: PretrainConfig, step: int) -> Path:
@@ -296,8 +291,8 @@ def run_pretraining(config: PretrainConfig, resume: bool = False, callbacks: lis
     trainer = build_trainer(config, run_dir, callbacks)
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_yaml(run_dir / "config.yaml.tmp", to_dict(config))
-        (run_dir / "config.yaml.tmp").replace(run_dir / "config.yaml")
+        with atomic_path(run_dir / "config.yaml") as tmp:
+            write_yaml(tmp, to_dict(config))
         write_manifest(run_dir / "manifest.json", config, data, module)
     trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None)
     out = run_dir / "teacher_encoder.ckpt"

@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 from evaluation_helpers import (
     CLASSES,
-    THRESHOLDS,
     make_operating_points,
     make_scores,
     psds_eval_by_hand,

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import CLIPS, META, make_run
+from submission_helpers import CLIPS, META, make_run
 
 from atst_sed.cli import package as cli_package
 from atst_sed.cli.main import main
