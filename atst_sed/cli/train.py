@@ -1,0 +1,101 @@
+"""``atst-sed train RECIPE_DIR [--stage NAME] [key=value ...] [--resume] [--root-dir RUNS]``."""
+
+from __future__ import annotations
+
+import argparse
+
+EPILOG = """\
+A recipe folder holds recipe.yaml (only the differences from configs/finetune/default.yaml) and a
+README.md. Overrides use dotted keys, values in YAML syntax, e.g.
+  atst-sed train recipes/mini trainer.max_epochs=3 data.root=demo/corpus
+  atst-sed train recipes/dcase22 models.frame.encoder=ckpts/atstframe_base.ckpt \\
+      models.clip.encoder=ckpts/atst_clip_base.ckpt data.root=data/dcase
+The run folder is ROOT_DIR/<name> (name: the recipe folder's name unless overridden with name=...):
+config.yaml, manifest.json, <stage>/{checkpoints/best.ckpt,last.ckpt,lightning/,metrics.json,
+tensorboard/,csv/,test/}, test/<student|teacher>/. An existing run folder needs --resume (finished
+stages are skipped, an interrupted one continues from its last checkpoint) or --stage NAME (reruns
+that stage from scratch; with --resume it continues it).
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="fine-tune / distil SED models from a recipe (stages, run folder, resume)",
+        description="Fine-tune ATST-Frame/ATST-Clip SED models, C2F/F2C distillation, and test (DCASE 2022 outputs).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("recipe", metavar="RECIPE_DIR", help="folder with recipe.yaml (or a YAML file)")
+    _add_options(p)
+    # Overrides and options may be mixed in any order after RECIPE_DIR (argparse alone cannot).
+    p.add_argument("overrides", nargs=argparse.REMAINDER, metavar="KEY=VALUE", help="config overrides, e.g. trainer.max_epochs=5")
+    p.set_defaults(func=run)
+
+
+def _add_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--stage", metavar="NAME", help="run only this stage (earlier stages must be finished)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in its existing folder")
+    p.add_argument("--root-dir", default="runs", metavar="RUNS", help="where run folders go (default: runs)")
+    p.add_argument("--run-dir", metavar="DIR", help="exact run folder (overrides --root-dir/<name>)")
+
+
+def _split_rest(args: argparse.Namespace) -> None:
+    """Options that came after the first override land in ``overrides``: parse them out."""
+    extra = argparse.ArgumentParser(prog="atst-sed train", add_help=False)
+    _add_options(extra)
+    defaults = extra.parse_args([])
+    parsed, overrides = extra.parse_known_args(args.overrides)
+    for key, value in vars(parsed).items():
+        if value != getattr(defaults, key):
+            setattr(args, key, value)
+    args.overrides = overrides
+
+
+def _quiet_libraries() -> None:
+    """Keep the terminal to our progress lines: Lightning's banners and known third-party noise off."""
+    import logging
+    import warnings
+
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message="A similar operating point exists")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from atst_sed.config import deep_merge, parse_overrides, read_yaml
+    from atst_sed.errors import AtstSedError
+    from atst_sed.training.run import Run, build_config, load_recipe, summary_rows
+
+    _split_rest(args)
+    _quiet_libraries()
+    bad = [o for o in args.overrides if "=" not in o or o.startswith("-")]
+    if bad:
+        raise AtstSedError(f"override {bad[0]!r} is not KEY=VALUE")
+    config = load_recipe(args.recipe, args.overrides)
+    run_dir = Path(args.run_dir) if args.run_dir else Path(args.root_dir) / config.name
+    saved = run_dir / "config.yaml"
+    if saved.exists():
+        if args.resume:
+            # A resumed run keeps its saved configuration; command-line overrides still apply.
+            config = build_config(deep_merge(read_yaml(saved), parse_overrides(args.overrides)), str(saved))
+        elif args.stage is None:
+            raise AtstSedError(f"run folder {run_dir} already exists; pass --resume to continue it, --stage NAME to rerun one stage, or name=... for a new run")
+    results = Run(config, run_dir).run(only=args.stage, resume=args.resume)
+
+    rows = summary_rows(results)
+    if rows:
+        table = Table(title=f"PSDS on the test set — {run_dir}")
+        for col in ("stage", "model", "PSDS1", "PSDS2", "PSDS1 (sed_scores_eval)", "PSDS2 (sed_scores_eval)"):
+            table.add_column(col, justify="left" if col in ("stage", "model") else "right")
+        for stage, role, *values in rows:
+            table.add_row(stage, role, *("-" if v is None else f"{v:.3f}" for v in values))
+        Console().print(table)
+    return 0

@@ -1,0 +1,141 @@
+"""SED training losses: masked supervised BCE, C2F/F2C distillation, mean-teacher consistency, mixup.
+
+All losses are computed in float32 (autocast off), whatever precision the forward pass ran in.
+Shapes: frame tensors (B, N, C) time-major, clip tensors (B, C), masks (B,) or (B, N) bool.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from atst_sed.features import frames_to_tokens
+from atst_sed.models.head import SEDOutput
+
+
+def token_validity(frame_lengths: Tensor | None, n_tokens: int, batch: int, device: torch.device) -> Tensor:
+    """(B, N) bool: True for tokens inside each clip (``frame_lengths`` in mel frames; None = all valid).
+
+    Same rule as the encoder: ``frame_lengths // 4`` tokens, at least one, at most ``n_tokens``.
+    """
+    if frame_lengths is None:
+        return torch.ones(batch, n_tokens, dtype=torch.bool, device=device)
+    n_valid = torch.clamp(frames_to_tokens(frame_lengths.to(device)), min=1, max=n_tokens)
+    return torch.arange(n_tokens, device=device)[None, :] < n_valid[:, None]
+
+
+def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``values`` over the entries where ``mask`` (broadcastable) is True; 0 (with graph) if none."""
+    mask = mask.to(values.dtype).expand_as(values)
+    return (values * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+class SupervisedLoss(NamedTuple):
+    total: Tensor  # strong_weight · strong + weak_weight · weak
+    strong: Tensor  # mean frame BCE over strong clips' valid frames and classes
+    weak: Tensor  # mean clip BCE over weak clips and classes
+
+
+def supervised_loss(
+    output: SEDOutput,
+    strong: Tensor,
+    weak: Tensor,
+    has_strong: Tensor,
+    has_weak: Tensor,
+    valid: Tensor,
+    strong_weight: float = 1.0,
+    weak_weight: float = 1.0,
+    weak_on_strong_clips: bool = False,
+) -> SupervisedLoss:
+    """Frame BCE on strong clips (valid frames only) + clip BCE on weak clips, 1:1 by default.
+
+    ``strong`` (B, N', C) frame targets (N' ≥ N is cut to the model's N tokens), ``weak`` (B, C).
+    As in the released DESED fine-tuning, the clip loss covers weakly labelled clips only; set
+    ``weak_on_strong_clips`` to also apply it to strong clips (whose ``weak`` is the any-over-frames).
+    Samples whose mask is False contribute nothing (neither value nor gradient).
+    """
+    n = output.frame_logits.shape[1]
+    with torch.autocast(device_type=output.frame_logits.device.type, enabled=False):
+        logits = output.frame_logits.float()
+        target = strong[:, :n].float().to(logits.device)
+        frame_mask = (has_strong[:, None] & valid)[..., None]
+        # Frames of masked samples may carry garbage targets: zero them so no NaN/inf leaks via 0·x.
+        target = torch.where(frame_mask, target, torch.zeros_like(target))
+        strong_bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        strong_loss = _masked_mean(strong_bce, frame_mask)
+
+        clip_probs = output.clip_probs.float()
+        weak_rows = has_weak if weak_on_strong_clips else has_weak & ~has_strong
+        weak_target = torch.where(weak_rows[:, None], weak.float().to(clip_probs.device), torch.zeros_like(clip_probs))
+        weak_bce = F.binary_cross_entropy(clip_probs, weak_target, reduction="none")
+        weak_loss = _masked_mean(weak_bce, weak_rows[:, None])
+        total = strong_weight * strong_loss + weak_weight * weak_loss
+    return SupervisedLoss(total, strong_loss, weak_loss)
+
+
+def distillation_loss(
+    student: SEDOutput, teacher: SEDOutput, valid: Tensor, frame_weight: float = 0.5, clip_weight: float = 0.5
+) -> Tensor:
+    """C2F/F2C soft-target loss on every clip of the batch (labelled or not), no temperature:
+    ``frame_weight · BCE(student frame probs, teacher frame probs)`` over valid frames
+    ``+ clip_weight · BCE(student clip probs, teacher clip probs)``. The teacher is detached."""
+    with torch.autocast(device_type=student.frame_logits.device.type, enabled=False):
+        t_frame = teacher.frame_probs.detach().float()
+        t_clip = teacher.clip_probs.detach().float()
+        frame_bce = F.binary_cross_entropy_with_logits(student.frame_logits.float(), t_frame, reduction="none")
+        frame = _masked_mean(frame_bce, valid[..., None])
+        clip = F.binary_cross_entropy(student.clip_probs.float(), t_clip)
+        return frame_weight * frame + clip_weight * clip
+
+
+def consistency_loss(student: SEDOutput, teacher: SEDOutput, valid: Tensor) -> Tensor:
+    """Mean-teacher consistency: MSE(frame probs) over valid frames + MSE(clip probs), whole batch."""
+    with torch.autocast(device_type=student.frame_probs.device.type, enabled=False):
+        frame = _masked_mean((student.frame_probs.float() - teacher.frame_probs.detach().float()) ** 2, valid[..., None])
+        clip = F.mse_loss(student.clip_probs.float(), teacher.clip_probs.detach().float())
+        return frame + clip
+
+
+def group_permutation(groups: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """A permutation of 0 … B−1 that only swaps samples within the same group id (``groups`` (B,) long)."""
+    b = groups.shape[0]
+    keys = torch.rand(b, generator=generator).to(groups.device)
+    # Sort by (group, random key): positions inside each group get shuffled, groups stay in place.
+    order_random = torch.argsort(groups.double() * 2.0 + keys.double(), stable=True)
+    order_sorted = torch.argsort(groups, stable=True)
+    perm = torch.empty_like(groups)
+    perm[order_sorted] = order_random
+    return perm
+
+
+def mixup_batch(
+    batch: dict, alpha: float = 0.2, mix_unlabeled: bool = False, generator: torch.Generator | None = None
+) -> tuple[dict, Tensor, Tensor]:
+    """Mixup on features with soft targets, within label groups (strong / weak-only / unlabeled),
+    one λ ~ Beta(α, α) per group (DESED convention). Returns (mixed batch, lam (B,), perm (B,)).
+
+    Unlabeled clips are mixed only when ``mix_unlabeled``. ``frame_lengths`` becomes the longer of
+    the two mixed clips.
+    """
+    has_strong, has_weak = batch["has_strong"], batch["has_weak"]
+    groups = torch.where(has_strong, 0, torch.where(has_weak, 1, 2)).long()
+    perm = group_permutation(groups, generator)
+    beta = torch.distributions.Beta(torch.tensor(float(alpha)), torch.tensor(float(alpha)))
+    lam_group = beta.sample((3,)).to(groups.device)
+    lam = lam_group[groups]
+    if not mix_unlabeled:
+        lam = torch.where(groups == 2, torch.ones_like(lam), lam)
+        perm = torch.where(groups == 2, torch.arange(len(perm), device=perm.device), perm)
+    out = dict(batch)
+    feats = batch["features"]
+    lf = lam.to(feats.dtype)[:, None, None]
+    out["features"] = lf * feats + (1 - lf) * feats[perm]
+    ls = lam.to(batch["strong"].dtype)
+    out["strong"] = ls[:, None, None] * batch["strong"] + (1 - ls[:, None, None]) * batch["strong"][perm]
+    out["weak"] = ls[:, None] * batch["weak"] + (1 - ls[:, None]) * batch["weak"][perm]
+    if batch.get("frame_lengths") is not None:
+        out["frame_lengths"] = torch.maximum(batch["frame_lengths"], batch["frame_lengths"][perm])
+    return out, lam, perm

@@ -1,0 +1,604 @@
+"""Training runs: typed configuration, run folder, stages (fine-tune, distil, test), resume.
+
+A run is a sequence of named *stages* over one datamodule::
+
+    finetune_clip (finetune, ATST-Clip) → finetune_frame (finetune, ATST-Frame)
+        → distill_c2f (distill: student ATST-Frame, teacher = finetune_clip's best) → test
+
+Run folder (``RUN_DIR = root_dir / name``)::
+
+    config.yaml  manifest.json
+    <stage>/config.yaml  metrics.json
+    <stage>/checkpoints/{best,last}.ckpt          atst-sed format (what `atst-sed detect` reads)
+    <stage>/lightning/{last.ckpt,best-*.ckpt}     Lightning state for --resume
+    <stage>/tensorboard/  <stage>/csv/metrics.csv
+    <stage>/test/<student|teacher>/...            DCASE outputs of the stage's best model (optional)
+    test/<student|teacher>/{operating_points/,scores/,scores_raw/,metrics.json,plots/}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import importlib.metadata
+import logging
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+
+from atst_sed import __version__
+from atst_sed.config import deep_merge, from_dict, parse_overrides, read_yaml, to_dict, write_yaml
+from atst_sed.data import DataConfig, SEDDataModule
+from atst_sed.errors import AtstSedError, InputError
+from atst_sed.features import FrontendConfig
+from atst_sed.models.checkpoint import load_checkpoint
+from atst_sed.models.encoder import ATSTEncoder, EncoderConfig
+from atst_sed.models.sed import SEDModel
+from atst_sed.training.callbacks import EpochSummary, ExportCheckpoints, count_parameters
+from atst_sed.training.distill import DistillConfig, DistillTask
+from atst_sed.training.finetune import OptimConfig, SEDTask, TaskConfig
+from atst_sed.training.testing import score_batches, validation_psds, write_json, write_test_outputs
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONFIG_DIR = REPO_ROOT / "configs" / "finetune"
+_NAMED = re.compile(r"^(frame|clip)_(tiny|small|base)$")
+
+
+# ===================================================================================== config
+@dataclass
+class ModelConfig:
+    """An encoder to start from: a named architecture (``frame_base``, ``clip_small``, ``frame_tiny``
+    …, random init) or a checkpoint path (ours — an exported pretraining teacher or a SED model —
+    or any published ATST-Frame/ATST-Clip layout). ``variant`` forces frame/clip for published files;
+    ``overrides`` replace EncoderConfig fields (e.g. ``width``, ``depth``, ``heads`` for named
+    architectures, ``drop_path`` for both)."""
+
+    encoder: str = "frame_base"
+    variant: str | None = None
+    encoder_prefix: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning Trainer settings. ``precision`` None = ``bf16-mixed`` on GPU, ``32-true`` on CPU."""
+
+    max_epochs: int = 100
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str | None = None
+    gradient_clip_val: float = 3.0
+    accumulate_grad_batches: int = 1
+    check_val_every_n_epoch: int = 1
+    log_every_n_steps: int = 10
+    limit_train_batches: int | float = 1.0
+    limit_val_batches: int | float = 1.0
+    limit_test_batches: int | float = 1.0
+    num_sanity_val_steps: int = 0
+    deterministic: bool = False
+    enable_progress_bar: bool = True
+    use_distributed_sampler: bool = False  # the datamodule's batch sampler shards by rank itself
+
+
+@dataclass
+class DecodingConfig:
+    """Post-processing saved in checkpoints and used at test: per-class median filter in 40 ms frames
+    (one int or one per class) and decision thresholds (for `detect`); ``n_test_thresholds``
+    operating points for the DCASE 2022 PSDS (50: 0.01, 0.03 … 0.99)."""
+
+    median_filter: int | list[int] = 7
+    thresholds: float | list[float] = 0.5
+    n_test_thresholds: int = 50
+
+
+@dataclass
+class ValidationConfig:
+    """Per-epoch validation. ``metrics``: ``psds`` (PSDS1/PSDS2 on the validation set, psds_eval over
+    ``n_thresholds`` operating points; fewer = faster) or ``loss`` (validation BCE only).
+    ``monitor``/``mode`` choose the best checkpoint (default val/psds1 max, or val/loss min).
+    ``median_filter`` None = decoding.median_filter (audiossl validates with 3). ``evaluator``:
+    ``psds_eval`` (operating points, as DCASE 2022) or ``sed_scores_eval`` (threshold-free; several
+    times faster — the fast path for CPU runs)."""
+
+    metrics: Literal["psds", "loss"] = "psds"
+    monitor: str | None = None
+    mode: Literal["min", "max"] | None = None
+    median_filter: int | list[int] | None = 3
+    n_thresholds: int = 50
+    evaluator: Literal["psds_eval", "sed_scores_eval"] = "psds_eval"
+
+    def resolved_monitor(self) -> tuple[str, str]:
+        monitor = self.monitor or ("val/psds1" if self.metrics == "psds" else "val/loss")
+        mode = self.mode or ("min" if monitor.endswith("loss") else "max")
+        return monitor, mode
+
+
+@dataclass
+class StageConfig:
+    """One stage. ``kind``: ``finetune`` | ``distill`` | ``test``.
+
+    ``model``: key of ``models`` to start from (the student for distill). ``init``: start from that
+    earlier stage's best SED model instead (for ``test``: the stage whose model is tested; default
+    the last training stage before it). ``teacher``: (distill) the stage whose best model is the
+    frozen teacher. ``test``: (training stages) also write test-set outputs of the best model into
+    ``<stage>/test/``. ``overrides``: config sections replaced for this stage only (e.g.
+    ``{optim: {lr: 0.05}, trainer: {max_epochs: 50}}``)."""
+
+    kind: Literal["finetune", "distill", "test"] = "finetune"
+    model: str = "frame"
+    init: str | None = None
+    teacher: str | None = None
+    test: bool = True
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def _default_models() -> dict[str, ModelConfig]:
+    return {"frame": ModelConfig("frame_base"), "clip": ModelConfig("clip_base")}
+
+
+def _default_stages() -> dict[str, StageConfig]:
+    return {"finetune_frame": StageConfig(), "test": StageConfig(kind="test")}
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs; YAML fills it (unknown keys are errors); saved resolved beside results."""
+
+    name: str = "run"
+    seed: int = 42
+    models: dict[str, ModelConfig] = field(default_factory=_default_models)
+    data: DataConfig = field(default_factory=DataConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    decoding: DecodingConfig = field(default_factory=DecodingConfig)
+    stages: dict[str, StageConfig] = field(default_factory=_default_stages)
+
+
+def build_config(data: dict[str, Any], where: str = "config") -> RunConfig:
+    """Strict :class:`RunConfig` from a mapping; a bad key or value → :class:`AtstSedError` naming ``where``."""
+    try:
+        cfg = from_dict(RunConfig, data, where)
+    except (ValueError, TypeError) as err:
+        raise AtstSedError(f"{where}: {err}") from None
+    _check(cfg, where)
+    return cfg
+
+
+def _check(cfg: RunConfig, where: str) -> None:
+    names = list(cfg.stages)
+    for i, (name, st) in enumerate(cfg.stages.items()):
+        earlier = names[:i]
+        if st.kind != "test" or st.init is None:
+            if st.model not in cfg.models and st.init is None:
+                raise AtstSedError(f"{where}: stage {name}: model {st.model!r} is not in models ({', '.join(cfg.models)})")
+        for ref, what in ((st.init, "init"), (st.teacher, "teacher")):
+            if ref is not None and ref not in earlier:
+                raise AtstSedError(f"{where}: stage {name}: {what} {ref!r} must name an earlier stage ({', '.join(earlier) or 'none'})")
+        if st.kind == "distill" and st.teacher is None:
+            raise AtstSedError(f"{where}: stage {name}: a distill stage needs a teacher stage")
+
+
+def default_config_dict(base: str = "default") -> dict[str, Any]:
+    """``configs/finetune/<base>.yaml`` (the documented defaults), or the dataclass defaults."""
+    path = CONFIG_DIR / f"{base}.yaml"
+    if path.is_file():
+        return read_yaml(path)
+    if base != "default":
+        raise InputError(path, "no such base configuration")
+    return to_dict(RunConfig())
+
+
+def merge_recipe(base: dict[str, Any], recipe: dict[str, Any]) -> dict[str, Any]:
+    """Recipe over defaults: sections merge key by key, but a recipe's ``stages`` replace the default list."""
+    merged = deep_merge(base, {k: v for k, v in recipe.items() if k != "stages"})
+    if "stages" in recipe:
+        merged["stages"] = recipe["stages"]
+    return merged
+
+
+def load_recipe(recipe_dir: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """``RECIPE_DIR/recipe.yaml`` (differences from ``configs/finetune/<base>.yaml``; ``base`` key,
+    default ``default``) + ``key=value`` overrides → :class:`RunConfig`. ``name`` defaults to the folder name."""
+    recipe_dir = Path(recipe_dir)
+    path = recipe_dir / "recipe.yaml" if recipe_dir.is_dir() else recipe_dir
+    recipe = read_yaml(path)
+    base = recipe.pop("base", "default")
+    merged = merge_recipe(default_config_dict(base), recipe)
+    if "name" not in recipe:
+        merged["name"] = (recipe_dir if recipe_dir.is_dir() else recipe_dir.parent).resolve().name
+    try:
+        merged = deep_merge(merged, parse_overrides(overrides or []))
+    except ValueError as err:
+        raise AtstSedError(str(err)) from None
+    return build_config(merged, str(path))
+
+
+def stage_config(cfg: RunConfig, stage: str) -> RunConfig:
+    """The run config with ``stages[stage].overrides`` applied (strict)."""
+    over = cfg.stages[stage].overrides
+    if not over:
+        return cfg
+    bad = sorted(set(over) & {"stages", "name", "models"})
+    if bad:
+        raise AtstSedError(f"stage {stage}: overrides may not change {', '.join(bad)}")
+    return build_config(deep_merge(to_dict(cfg), over), f"stages.{stage}.overrides")
+
+
+# ===================================================================================== helpers
+def package_versions() -> dict[str, str]:
+    names = ["atst-sed", "torch", "torchaudio", "pytorch-lightning", "numpy", "pandas", "scipy", "psds-eval", "sed-eval", "sed-scores-eval", "librosa", "soundfile"]
+    out = {}
+    for n in names:
+        try:
+            out[n] = importlib.metadata.version(n)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    out["python"] = ".".join(map(str, __import__("sys").version_info[:3]))
+    return out
+
+
+def git_commit() -> str | None:
+    """``git rev-parse HEAD`` of the source tree (None outside a git checkout)."""
+    try:
+        res = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return res.stdout.strip() or None if res.returncode == 0 else None
+
+
+def on_gpu(trainer_cfg: TrainerConfig) -> bool:
+    return torch.cuda.is_available() and trainer_cfg.accelerator in ("auto", "gpu", "cuda")
+
+
+def build_model(mc: ModelConfig, classes: list[str]) -> SEDModel:
+    """A SED model for ``classes`` from a :class:`ModelConfig` (a fresh head unless the checkpoint
+    is a SED model with the same classes)."""
+    overrides = dict(mc.overrides)
+    if _NAMED.match(mc.encoder):
+        try:
+            config = EncoderConfig.named(mc.encoder, **overrides)
+        except (TypeError, ValueError) as err:
+            raise AtstSedError(f"models: encoder {mc.encoder} with overrides {overrides}: {err}") from None
+        return SEDModel(config, len(classes))
+    path = Path(mc.encoder).expanduser()
+    if not path.exists():
+        raise InputError(path, "no such encoder checkpoint (and not a named encoder like frame_base / clip_small)")
+    loaded = load_checkpoint(path, mc.encoder_prefix, mc.variant)
+    encoder = loaded.encoder
+    if mc.variant is not None and encoder.config.variant != mc.variant:
+        raise InputError(path, f"checkpoint holds an ATST-{encoder.config.variant} encoder, the config asks for {mc.variant}")
+    if overrides:
+        try:
+            config = dataclasses.replace(encoder.config, **overrides)
+        except TypeError as err:
+            raise AtstSedError(f"models: overrides {overrides}: {err}") from None
+        rebuilt = ATSTEncoder(config)
+        rebuilt.load_state_dict(encoder.state_dict())
+        encoder = rebuilt
+    if loaded.kind == "sed" and loaded.model is not None and list(loaded.classes) == list(classes):
+        model = SEDModel(encoder, len(classes))
+        model.head.load_state_dict(loaded.model.head.state_dict())
+        return model
+    return SEDModel(encoder, len(classes))
+
+
+class Run:
+    """One run folder: executes the stages of a :class:`RunConfig` (see the module docstring)."""
+
+    def __init__(self, config: RunConfig, run_dir: str | Path):
+        self.config = config
+        self.dir = Path(run_dir)
+        self.datamodule: SEDDataModule | None = None
+        self._dm_config: DataConfig | None = None
+
+    # ------------------------------------------------------------------ data
+    def data(self, cfg: RunConfig) -> SEDDataModule:
+        if self.datamodule is None or self._dm_config != cfg.data:
+            dm = SEDDataModule(cfg.data)
+            dm.prepare_data()
+            dm.setup("fit")
+            self.datamodule, self._dm_config = dm, cfg.data
+        return self.datamodule
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.data(self.config).classes)
+
+    def decoding_dict(self, cfg: RunConfig) -> dict[str, Any]:
+        n = len(self.classes)
+        mf = cfg.decoding.median_filter
+        th = cfg.decoding.thresholds
+        return {
+            "thresholds": [float(th)] * n if isinstance(th, (int, float)) else [float(v) for v in th],
+            "median_filter": [int(mf)] * n if isinstance(mf, int) else [int(v) for v in mf],
+        }
+
+    def checkpoint_info(self, cfg: RunConfig, stage: str):
+        frontend = getattr(self.data(cfg), "frontend_config", None) or FrontendConfig()
+
+        def info(model: SEDModel, meta: dict[str, Any]) -> dict[str, Any]:
+            return {
+                "classes": self.classes,
+                "decoding": self.decoding_dict(cfg),
+                "frontend": frontend,
+                "meta": {"run": cfg.name, "stage": stage, "seed": cfg.seed, **meta},
+            }
+
+        return info
+
+    # ------------------------------------------------------------------ manifest
+    def write_manifest(self, stages_done: list[str], model: SEDModel | None = None) -> None:
+        dm = self.data(self.config)
+        path = self.dir / "manifest.json"
+        previous: dict[str, Any] = {}
+        if path.exists():
+            import json
+
+            previous = json.loads(path.read_text())
+        manifest = {
+            "atst_sed_version": __version__,
+            "git_commit": git_commit(),
+            "created": previous.get("created") or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "seed": self.config.seed,
+            "versions": package_versions(),
+            "dataset": {
+                "root": str(getattr(self.config.data, "root", "")),
+                "fingerprint": getattr(dm, "fingerprint", None),
+                "missing_files": getattr(dm, "missing_files", None),
+            },
+            "classes": self.classes,
+            "frontend": (getattr(dm, "frontend_config", None) or FrontendConfig()).to_dict(),
+            "model": previous.get("model"),
+            "models": previous.get("models", {}),
+            "training_data": list(getattr(dm, "training_sets", None) or previous.get("training_data") or []),
+            "stages": stages_done,
+        }
+        if model is not None:
+            n_all, n_train = count_parameters(model)
+            manifest["model"] = {"encoder": model.encoder.config.to_dict(), "n_parameters": n_all, "n_trainable_parameters": n_train}
+            manifest["models"][stages_done[-1]] = manifest["model"]
+        write_json(path, manifest)
+
+    def _stages_done(self) -> list[str]:
+        return [s for s in self.config.stages if (self.dir / s / "metrics.json").exists()]
+
+    # ------------------------------------------------------------------ running
+    def run(self, only: str | None = None, resume: bool = False) -> dict[str, dict[str, Any]]:
+        """Run all stages (or ``only`` one). With ``resume``, finished stages are skipped and an
+        interrupted stage continues from its last Lightning checkpoint. Returns ``{stage: metrics}``."""
+        if only is not None and only not in self.config.stages:
+            raise AtstSedError(f"no stage {only!r} in the recipe (stages: {', '.join(self.config.stages)})")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        write_yaml(self.dir / "config.yaml", self.config)
+        self.write_manifest(self._stages_done())
+        results: dict[str, dict[str, Any]] = {}
+        for name in self.config.stages:
+            if only is not None and name != only:
+                continue
+            metrics_path = self.dir / name / "metrics.json"
+            if resume and only is None and metrics_path.exists():
+                log.info("stage %s already finished; skipping (metrics in %s)", name, metrics_path)
+                import json
+
+                results[name] = json.loads(metrics_path.read_text())
+                continue
+            results[name] = self.run_stage(name, resume=resume)
+        return results
+
+    def _fresh_stage_dir(self, name: str, resume: bool) -> Path:
+        sdir = self.dir / name
+        if sdir.exists() and not resume:
+            shutil.rmtree(sdir)
+        sdir.mkdir(parents=True, exist_ok=True)
+        return sdir
+
+    def run_stage(self, name: str, resume: bool = False) -> dict[str, Any]:
+        st = self.config.stages[name]
+        cfg = stage_config(self.config, name)
+        sdir = self._fresh_stage_dir(name, resume)
+        write_yaml(sdir / "config.yaml", cfg)
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+        start = time.perf_counter()
+        log.info("stage %s (%s) → %s", name, st.kind, sdir)
+        if st.kind == "test":
+            metrics = self.test_stage(name, cfg)
+            model = None
+        else:
+            metrics, model = self.train_stage(name, cfg, resume)
+        metrics["seconds"] = round(time.perf_counter() - start, 1)
+        write_json(sdir / "metrics.json", metrics)  # last: marks the stage as finished
+        self.write_manifest(self._stages_done(), model)
+        return metrics
+
+    # ------------------------------------------------------------------ models of earlier stages
+    def stage_model(self, stage: str, which: str = "best") -> SEDModel:
+        path = self.dir / stage / "checkpoints" / f"{which}.ckpt"
+        if not path.exists():
+            raise AtstSedError(f"stage {stage} has no {which} checkpoint ({path}); run that stage first")
+        loaded = load_checkpoint(path)
+        if loaded.model is None or list(loaded.classes) != self.classes:
+            raise InputError(path, "not a SED checkpoint for this run's classes")
+        return loaded.model
+
+    def stage_teacher(self, stage: str) -> SEDModel | None:
+        """The model tested beside a stage's student: its mean teacher, else its distillation teacher."""
+        mt = self.dir / stage / "checkpoints" / "best_teacher.ckpt"
+        if mt.exists():
+            return self.stage_model(stage, "best_teacher")
+        st = self.config.stages[stage]
+        if st.kind == "distill" and st.teacher is not None:
+            return self.stage_model(st.teacher)
+        return None
+
+    def initial_model(self, st: StageConfig, cfg: RunConfig) -> SEDModel:
+        if st.init is not None:
+            return self.stage_model(st.init)
+        return build_model(cfg.models[st.model], self.classes)
+
+    # ------------------------------------------------------------------ evaluation helpers
+    def device(self, cfg: RunConfig) -> str:
+        return "cuda" if on_gpu(cfg.trainer) else "cpu"
+
+    def _limited(self, loader, limit: int | float):
+        if isinstance(limit, float) and limit >= 1.0:
+            return loader
+        n = int(limit) if isinstance(limit, int) else max(1, int(round(limit * len(loader))))
+        return (b for i, b in zip(range(n), loader))
+
+    def test_models(self, out_dir: Path, models: dict[str, SEDModel], cfg: RunConfig) -> dict[str, dict[str, Any]]:
+        dm = self.data(cfg)
+        dm.setup("test")
+        gt, dur = dm.ground_truth("test"), dm.durations("test")
+        results = {}
+        for role, model in models.items():
+            scores = score_batches(model, self._limited(dm.test_dataloader(), cfg.trainer.limit_test_batches), self.device(cfg))
+            results[role] = write_test_outputs(
+                out_dir / role, scores, gt, dur, self.classes, cfg.decoding.median_filter, cfg.decoding.n_test_thresholds
+            )
+            log.info("%s %s: PSDS1 %.3f, PSDS2 %.3f (%d clips)", out_dir.name, role, results[role].get("psds1", float("nan")), results[role].get("psds2", float("nan")), len(scores))
+        return results
+
+    def test_stage(self, name: str, cfg: RunConfig) -> dict[str, Any]:
+        st = cfg.stages[name]
+        source = st.init
+        if source is None:  # the last training stage before this one, if any
+            names = list(self.config.stages)
+            earlier = [s for s in names[: names.index(name)] if self.config.stages[s].kind != "test"]
+            source = earlier[-1] if earlier else None
+        if source is None:
+            models = {"student": build_model(cfg.models[st.model], self.classes)}
+        else:
+            models = {"student": self.stage_model(source)}
+            teacher = self.stage_teacher(source)
+            if teacher is not None:
+                models["teacher"] = teacher
+        results = self.test_models(self.dir / name, models, cfg)
+        out = {"stage": name, "kind": "test", "source": source, "test": results}
+        out.update({k: results["student"].get(k) for k in ("psds1", "psds2")})
+        return out
+
+    def evaluator(self, cfg: RunConfig):
+        if cfg.validation.metrics != "psds":
+            return None
+        dm = self.data(cfg)
+        gt, dur = dm.ground_truth("val"), dm.durations("val")
+        median = cfg.validation.median_filter if cfg.validation.median_filter is not None else cfg.decoding.median_filter
+        classes = self.classes
+        n, which = cfg.validation.n_thresholds, cfg.validation.evaluator
+
+        def evaluate(scores):
+            return validation_psds(scores, gt, dur, classes, median, n, which)
+
+        return evaluate
+
+    # ------------------------------------------------------------------ training
+    def build_task(self, st: StageConfig, cfg: RunConfig) -> SEDTask:
+        model = self.initial_model(st, cfg)
+        if st.kind == "distill":
+            teacher = self.stage_model(st.teacher)
+            return DistillTask(model, teacher, cfg.task, cfg.optim, cfg.distill, self.evaluator(cfg))
+        return SEDTask(model, cfg.task, cfg.optim, self.evaluator(cfg))
+
+    def trainer(self, name: str, cfg: RunConfig, extra_callbacks: list[pl.Callback] | None = None) -> tuple[pl.Trainer, ExportCheckpoints]:
+        t = cfg.trainer
+        sdir = self.dir / name
+        validate = t.limit_val_batches != 0
+        monitor, mode = cfg.validation.resolved_monitor()
+        export = ExportCheckpoints(sdir / "checkpoints", monitor, mode, self.checkpoint_info(cfg, name))
+        lightning_ckpt = pl.callbacks.ModelCheckpoint(
+            dirpath=sdir / "lightning",
+            filename="best-{epoch:03d}",
+            monitor=monitor if validate else None,
+            mode=mode,
+            save_top_k=1,
+            save_last=True,
+            auto_insert_metric_name=False,
+        )
+        callbacks: list[pl.Callback] = [export, lightning_ckpt, EpochSummary(name), *(extra_callbacks or [])]
+        loggers = [
+            pl.loggers.TensorBoardLogger(save_dir=str(sdir), name="tensorboard", version=""),
+            pl.loggers.CSVLogger(save_dir=str(sdir), name="csv", version=""),
+        ]
+        precision = t.precision or ("bf16-mixed" if on_gpu(t) else "32-true")
+        trainer = pl.Trainer(
+            default_root_dir=str(sdir),
+            max_epochs=t.max_epochs,
+            accelerator=t.accelerator,
+            devices=t.devices,
+            num_nodes=t.num_nodes,
+            strategy=t.strategy,
+            precision=precision,
+            gradient_clip_val=t.gradient_clip_val,
+            accumulate_grad_batches=t.accumulate_grad_batches,
+            check_val_every_n_epoch=t.check_val_every_n_epoch,
+            log_every_n_steps=t.log_every_n_steps,
+            limit_train_batches=t.limit_train_batches,
+            limit_val_batches=t.limit_val_batches,
+            num_sanity_val_steps=t.num_sanity_val_steps,
+            deterministic=t.deterministic,
+            enable_progress_bar=t.enable_progress_bar,
+            enable_model_summary=False,
+            use_distributed_sampler=t.use_distributed_sampler,
+            callbacks=callbacks,
+            logger=loggers,
+        )
+        return trainer, export
+
+    def train_stage(self, name: str, cfg: RunConfig, resume: bool, extra_callbacks: list[pl.Callback] | None = None) -> tuple[dict[str, Any], SEDModel]:
+        st = cfg.stages[name]
+        dm = self.data(cfg)
+        task = self.build_task(st, cfg)
+        trainer, export = self.trainer(name, cfg, extra_callbacks)
+        last = self.dir / name / "lightning" / "last.ckpt"
+        ckpt_path = str(last) if resume and last.exists() else None
+        if ckpt_path:
+            log.info("resuming stage %s from %s", name, ckpt_path)
+        trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path)
+        if trainer.interrupted:
+            raise AtstSedError(f"stage {name} was interrupted; continue with --resume (state in {last})")
+        n_all, n_train = count_parameters(task.model)
+        monitor, _ = cfg.validation.resolved_monitor()
+        metrics: dict[str, Any] = {
+            "stage": name,
+            "kind": st.kind,
+            "best_epoch": export.best_epoch,
+            "monitor": monitor,
+            "best_score": export.best_score,
+            "val": export.best_metrics,
+            "global_step": trainer.global_step,
+            "n_parameters": n_all,
+            "n_trainable_parameters": n_train,
+        }
+        if trainer.is_global_zero and st.test:
+            models = {"student": self.stage_model(name)}
+            teacher = self.stage_teacher(name)
+            if teacher is not None:
+                models["teacher"] = teacher
+            results = self.test_models(self.dir / name / "test", models, cfg)
+            metrics["test"] = results
+            metrics.update({k: results["student"].get(k) for k in ("psds1", "psds2")})
+        return metrics, task.model
+
+
+def summary_rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, float | None, float | None, float | None, float | None]]:
+    """(stage, model, PSDS1, PSDS2, PSDS1 sed_scores_eval, PSDS2 sed_scores_eval) on the test set."""
+    rows = []
+    for stage, metrics in results.items():
+        for role, m in (metrics.get("test") or {}).items():
+            rows.append((stage, role, m.get("psds1"), m.get("psds2"), m.get("psds1_sed_scores_eval"), m.get("psds2_sed_scores_eval")))
+    return rows

@@ -1,0 +1,158 @@
+"""The fine-tuning task: frozen blocks stay frozen, schedules, layer-wise lr, mean teacher, resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from atst_sed.models.encoder import EncoderConfig
+from atst_sed.models.sed import SEDModel
+from atst_sed.training.finetune import ConsistencyConfig, OptimConfig, SEDTask, TaskConfig, parameter_groups
+from atst_sed.training.schedules import cosine_schedule
+
+from sed_training_helpers import N_CLASSES, tiny_loader
+
+
+def _model(depth: int = 3, variant: str = "frame") -> SEDModel:
+    return SEDModel(EncoderConfig.named(f"{variant}_tiny", depth=depth, drop_path=0.1), N_CLASSES)
+
+
+def _trainer(tmp_path, max_epochs: int = 1, callbacks=(), **kw) -> pl.Trainer:
+    return pl.Trainer(
+        default_root_dir=tmp_path, max_epochs=max_epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=3.0, num_sanity_val_steps=0,
+        callbacks=list(callbacks), **kw,
+    )
+
+
+class _Spy(pl.Callback):
+    """Records train/eval modes, stored gradients and whether frozen blocks built autograd graphs."""
+
+    def __init__(self):
+        self.modes, self.frozen_grads, self.graph_outputs = [], [], []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        blocks = module.model.encoder.blocks
+        self.modes.append([b.training for b in blocks])
+        self._handles = [b.register_forward_hook(lambda m, i, o: self.graph_outputs.append(o.requires_grad)) for b in blocks[:-1]]
+
+    def on_before_optimizer_step(self, trainer, module, optimizer):
+        for b in module.model.encoder.blocks[:-1]:
+            self.frozen_grads.extend(p.grad is not None for p in b.parameters())
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        for h in self._handles:
+            h.remove()
+
+
+@pytest.mark.parametrize("variant", ["frame", "clip"])
+def test_frozen_blocks_stay_frozen_and_last_block_trains(tmp_path, variant):
+    model = _model(3, variant)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    task = SEDTask(model, TaskConfig(trainable_blocks=1), OptimConfig(lr=0.1, warmup_epochs=0))
+    spy = _Spy()
+    _trainer(tmp_path, 2, [spy]).fit(task, tiny_loader(12, 6))
+    after = model.state_dict()
+    for key in before:
+        same = torch.equal(before[key], after[key])
+        trainable = key.startswith(("encoder.blocks.2.", "encoder.norm.", "head."))
+        assert same != trainable, key
+    assert all(m == [False, False, True] for m in spy.modes) and len(spy.modes) == 4
+    assert spy.frozen_grads and not any(spy.frozen_grads)
+    assert spy.graph_outputs and not any(spy.graph_outputs)  # no autograd graph, no stored activations
+
+
+def test_all_blocks_trainable_and_layer_decay_groups():
+    model = _model(3)
+    task = SEDTask(model, TaskConfig(trainable_blocks=-1), OptimConfig(lr=0.1, layer_decay=0.5))
+    groups = {g["name"]: g["lr_scale"] for g in parameter_groups(model, 0.5)}
+    assert groups == {"head": 1.0, "norm": 1.0, "blocks.2": 1.0, "blocks.1": 0.5, "blocks.0": 0.25, "embeddings": 0.125}
+    assert not model.encoder.mask_embed.requires_grad and model.encoder.pos_embed.requires_grad
+    opt = task.configure_optimizers()
+    assert isinstance(opt, torch.optim.SGD) and opt.defaults["momentum"] == 0.9
+    assert sorted(g["lr"] for g in opt.param_groups) == pytest.approx(sorted(0.1 * s for s in groups.values()))
+
+
+def test_per_step_lr_follows_warmup_cosine(tmp_path):
+    model = _model(2)
+    task = SEDTask(model, TaskConfig(trainable_blocks=2), OptimConfig(lr=0.2, final_lr=1e-6, warmup_epochs=1, layer_decay=0.5))
+    seen = []
+
+    class LR(pl.Callback):
+        def on_before_optimizer_step(self, trainer, module, optimizer):
+            seen.append({g["name"]: g["lr"] for g in optimizer.param_groups})
+
+    _trainer(tmp_path, 3, [LR()]).fit(task, tiny_loader(12, 4))  # 3 steps per epoch, 9 steps
+    expected = cosine_schedule(0.2, 1e-6, 9, 3)
+    assert [s["head"] for s in seen] == pytest.approx(expected.tolist())
+    assert [s["blocks.0"] for s in seen] == pytest.approx((expected * 0.5).tolist())
+
+
+def test_mean_teacher_is_ema_of_student(tmp_path):
+    model = _model(2)
+    task = SEDTask(model, TaskConfig(trainable_blocks=1, consistency=ConsistencyConfig(enabled=True, ema_decay=0.5)), OptimConfig(lr=0.05))
+    assert task.ema is not None and not task.ema.training
+    snapshots = []
+
+    class Snap(pl.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            snapshots.append((module.ema.head.linear.weight.clone(), trainer.global_step))
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            step = trainer.global_step
+            alpha = min(1 - 1 / (step + 1), 0.5)
+            expected = alpha * snapshots[-1][0] + (1 - alpha) * module.model.head.linear.weight
+            assert torch.allclose(module.ema.head.linear.weight, expected, atol=1e-7)
+            assert not module.ema.training
+
+    _trainer(tmp_path, 1, [Snap()]).fit(task, tiny_loader(12, 4))
+    assert len(snapshots) == 3
+    assert all(not p.requires_grad for p in task.ema.parameters())
+
+
+def test_validation_passes_valid_frames_of_every_clip_to_the_evaluator(tmp_path):
+    seen = {}
+
+    def evaluator(scores):
+        seen.update(scores)
+        return {"psds1": 0.25}
+
+    task = SEDTask(_model(2), TaskConfig(), OptimConfig(), evaluator=evaluator)
+    trainer = _trainer(tmp_path, 1)
+    trainer.fit(task, tiny_loader(8, 4), tiny_loader(8, 4))
+    assert len(seen) == 8
+    assert seen["clip00.wav"].shape == (150, N_CLASSES)  # 601 frames → 150 tokens
+    assert seen["clip01.wav"].shape == (250, N_CLASSES)
+    assert float(trainer.callback_metrics["val/psds1"]) == 0.25
+    assert "val/loss" in trainer.callback_metrics
+
+
+def test_resume_gives_the_same_weights_as_training_straight(tmp_path):
+    def make():
+        torch.manual_seed(1)
+        return SEDTask(_model(2), TaskConfig(trainable_blocks=-1), OptimConfig(lr=0.05, warmup_epochs=1))
+
+    pl.seed_everything(5)
+    straight = make()
+    _trainer(tmp_path / "a", 4).fit(straight, tiny_loader(12, 4, shuffle=True, seed=7))
+
+    class Stop(pl.Callback):
+        def on_train_epoch_end(self, trainer, module):
+            if trainer.current_epoch == 1:
+                trainer.should_stop = True
+
+    ckpt_cb = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "b", save_last=True)
+    pl.seed_everything(5)
+    first = make()
+    t1 = pl.Trainer(default_root_dir=tmp_path / "b", max_epochs=4, accelerator="cpu", logger=False, enable_progress_bar=False,
+                    enable_model_summary=False, gradient_clip_val=3.0, callbacks=[Stop(), ckpt_cb])
+    t1.fit(first, tiny_loader(12, 4, shuffle=True, seed=7))
+    assert t1.current_epoch == 2 and t1.global_step == 6
+    pl.seed_everything(123)  # a different process state: the checkpoint must restore what matters
+    resumed = make()
+    _trainer(tmp_path / "c", 4).fit(resumed, tiny_loader(12, 4, shuffle=True, seed=7), ckpt_path=str(tmp_path / "b" / "last.ckpt"))
+    for (k, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), k
+    assert not torch.allclose(straight.model.head.linear.weight, first.model.head.linear.weight)

@@ -1,0 +1,112 @@
+"""Whole runs on the tiny corpus: every stage through the CLI, the run folder, checkpoints, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from atst_sed.cli.main import main
+from atst_sed.config import read_yaml, to_dict
+from atst_sed.labels import DESED_CLASSES
+from atst_sed.models.checkpoint import load_checkpoint
+from atst_sed.training.run import CONFIG_DIR, Run, RunConfig, load_recipe
+
+REPO = Path(__file__).resolve().parents[2]
+FAST = [
+    "data.batch_size=8", "data.num_workers=0", "data.epoch_length=2", "data.val_batch_size=12",
+    "trainer.max_epochs=1", "trainer.log_every_n_steps=1", "trainer.check_val_every_n_epoch=1",
+]
+
+
+def test_default_yaml_documents_exactly_the_dataclass_defaults():
+    assert read_yaml(CONFIG_DIR / "default.yaml") == to_dict(RunConfig())
+
+
+def test_every_stage_of_the_mini_recipe_runs_and_the_run_folder_describes_itself(tiny_corpus, tmp_path):
+    code = main(["train", str(REPO / "recipes" / "mini"), f"data.root={tiny_corpus}", "--root-dir", str(tmp_path), *FAST])
+    assert code == 0
+    run = tmp_path / "mini"
+    stages = ["untrained", "finetune_clip", "finetune_frame", "distill_c2f", "test"]
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["stages"] == stages
+    assert manifest["classes"] == list(DESED_CLASSES)
+    assert manifest["dataset"]["fingerprint"].startswith("sha256:") and manifest["dataset"]["missing_files"] == 0
+    assert manifest["seed"] == 42 and manifest["versions"]["torch"] == torch.__version__.split("+")[0]
+    assert manifest["model"]["encoder"]["variant"] == "frame"
+    assert 0 < manifest["model"]["n_trainable_parameters"] <= manifest["model"]["n_parameters"]
+    assert read_yaml(run / "config.yaml")["data"]["root"] == str(tiny_corpus)
+    for stage in stages[1:4]:
+        sdir = run / stage
+        for f in ("checkpoints/best.ckpt", "checkpoints/last.ckpt", "lightning/last.ckpt", "config.yaml", "metrics.json", "csv/metrics.csv"):
+            assert (sdir / f).is_file(), f"{stage}/{f}"
+        assert list((sdir / "tensorboard").glob("events.out.tfevents.*"))
+        metrics = json.loads((sdir / "metrics.json").read_text())
+        assert {"psds1", "psds2", "loss"} <= set(metrics["val"])
+        ckpt = load_checkpoint(sdir / "checkpoints" / "best.ckpt")
+        assert ckpt.kind == "sed" and ckpt.classes == list(DESED_CLASSES)
+        assert ckpt.decoding == {"thresholds": [0.5] * 10, "median_filter": [21] * 10}  # recipes/mini
+        assert ckpt.encoder.config.variant == ("clip" if stage == "finetune_clip" else "frame")
+        assert ckpt.meta["stage"] == stage
+        raw = torch.load(sdir / "checkpoints" / "best.ckpt", weights_only=True)
+        assert raw["frontend"]["n_mels"] == 64
+    # the test stage: the distilled student and its ATST-Clip teacher, each in its own folder
+    for role in ("student", "teacher"):
+        out = run / "test" / role
+        assert len(list((out / "operating_points").glob("predictions_th_*.tsv"))) == 50
+        assert (out / "operating_points" / "predictions_th_0.01.tsv").is_file()
+        assert len(list((out / "scores").glob("*.tsv"))) == 12 and len(list((out / "scores_raw").glob("*.tsv"))) == 12
+        assert list((out / "plots").glob("*.png"))
+        m = json.loads((out / "metrics.json").read_text())
+        assert 0.0 <= m["psds1"] <= 1.0 and 0.0 <= m["psds2"] <= 1.0 and m["n_operating_points"] == 50
+    teacher = load_checkpoint(run / "finetune_clip" / "checkpoints" / "best.ckpt").model
+    student = load_checkpoint(run / "distill_c2f" / "checkpoints" / "best.ckpt").model
+    assert teacher.encoder.config.variant == "clip" and student.encoder.config.variant == "frame"
+    assert (run / "untrained" / "student" / "metrics.json").is_file()
+
+
+def test_existing_run_folder_needs_resume_and_bad_keys_name_the_recipe(tiny_corpus, tmp_path, capsys):
+    (tmp_path / "mini").mkdir()
+    (tmp_path / "mini" / "config.yaml").write_text("name: mini\n")
+    assert main(["train", str(REPO / "recipes" / "mini"), "--root-dir", str(tmp_path)]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["train", str(REPO / "recipes" / "mini"), "optim.lrr=1", "--root-dir", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "recipe.yaml" in err and "lrr" in err
+
+
+class _StopAfterFirstEpoch(pl.Callback):
+    def on_train_epoch_end(self, trainer, module):
+        trainer.should_stop = True
+
+
+def test_interrupted_stage_resumes_to_the_same_weights(tiny_corpus, tmp_path):
+    over = [*FAST, f"data.root={tiny_corpus}", "trainer.max_epochs=3", "stages.finetune_frame.test=false",
+            "task.mixup.prob=0.5", "models.frame.overrides.drop_path=0.1"]
+    cfg = load_recipe(REPO / "recipes" / "mini", over)
+    cfg.stages = {"finetune_frame": cfg.stages["finetune_frame"]}
+
+    straight = Run(cfg, tmp_path / "straight")
+    straight.run()
+
+    interrupted = Run(cfg, tmp_path / "interrupted")
+    interrupted.dir.mkdir(parents=True)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    interrupted.train_stage("finetune_frame", cfg, resume=False, extra_callbacks=[_StopAfterFirstEpoch()])
+    partial = load_checkpoint(interrupted.dir / "finetune_frame" / "checkpoints" / "last.ckpt")
+    assert partial.meta["epochs"] == 1
+    torch.manual_seed(1234)  # a new process would start from other random states
+    Run(cfg, tmp_path / "interrupted").run(resume=True)
+
+    a = load_checkpoint(straight.dir / "finetune_frame" / "checkpoints" / "last.ckpt").model.state_dict()
+    b = load_checkpoint(interrupted.dir / "finetune_frame" / "checkpoints" / "last.ckpt").model.state_dict()
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
+    assert not torch.allclose(a["head.linear.weight"], partial.model.state_dict()["head.linear.weight"])
+    ma = json.loads((straight.dir / "finetune_frame" / "metrics.json").read_text())
+    mb = json.loads((interrupted.dir / "finetune_frame" / "metrics.json").read_text())
+    assert ma["global_step"] == mb["global_step"] == 6
+    assert ma["best_epoch"] == mb["best_epoch"] and ma["val"] == pytest.approx(mb["val"])
