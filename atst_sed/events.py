@@ -19,13 +19,11 @@ import numpy as np
 import pandas as pd
 
 from atst_sed.errors import InputError
-from atst_sed.fileio import atomic_write_bytes, atomic_write_text  # noqa: F401 (re-exported)
+from atst_sed.fileio import atomic_write_text
 
 __all__ = [
     "EVENT_COLUMNS",
     "OFFSET_TOLERANCE_SECONDS",
-    "atomic_write_bytes",
-    "atomic_write_text",
     "clip_id",
     "lookup_duration",
     "merge_overlapping_events",

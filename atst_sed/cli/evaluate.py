@@ -99,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     from atst_sed.errors import AtstSedError
     from atst_sed.evaluation import evaluate_event_table, evaluate_operating_points, evaluate_scores
     from atst_sed.evaluation.inputs import load_operating_points, load_scores, prediction_kind
-    from atst_sed.events import atomic_write_text, read_durations_tsv, read_strong_tsv
+    from atst_sed.events import read_durations_tsv, read_strong_tsv
+    from atst_sed.fileio import atomic_write_text
 
     console = Console(stderr=False)
     classes = _classes(args.classes)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from atst_sed.evaluation.psds import PsdsResult
-from atst_sed.events import atomic_write_bytes
+from atst_sed.fileio import atomic_write_bytes
 
 __all__ = ["plot_psd_roc"]
 

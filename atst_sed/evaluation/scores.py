@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from atst_sed.errors import InputError
-from atst_sed.events import atomic_write_text, clip_id
+from atst_sed.events import clip_id
+from atst_sed.fileio import atomic_write_text
 
 __all__ = [
     "read_score_files",

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from atst_sed.events import atomic_write_text
+from atst_sed.fileio import atomic_write_text
 from atst_sed.features import TOKEN_SECONDS
 from atst_sed.inference.postprocess import SCORED_EVENT_COLUMNS
 

@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from atst_sed.events import atomic_write_text, clip_id, write_events_tsv
+from atst_sed.events import clip_id, write_events_tsv
 from atst_sed.features import TOKEN_SECONDS
+from atst_sed.fileio import atomic_write_text
 from atst_sed.inference.postprocess import dcase2022_thresholds, decode_operating_points
 from atst_sed.models.sed import SEDModel
 from atst_sed.training.losses import token_validity
@@ -61,16 +62,6 @@ def by_clip_id(ground_truth: pd.DataFrame, durations: Mapping[str, float], keep:
     return gt.reset_index(drop=True), dur
 
 
-def _threshold_free(frames, gt, dur, scenario: str):
-    """sed_scores_eval PSDS; cttc is dropped where alpha_ct = 0 (sed_scores_eval rejects it there)."""
-    from atst_sed.evaluation.psds import SCENARIOS, PsdsScenario, threshold_free_psds
-
-    sc = SCENARIOS[scenario]
-    if sc.alpha_ct == 0:
-        sc = PsdsScenario(sc.dtc, sc.gtc, None, sc.alpha_ct, sc.alpha_st, sc.max_efpr)  # type: ignore[arg-type]
-    return threshold_free_psds(frames, gt, dur, sc)
-
-
 def validation_psds(
     scores: Mapping[str, np.ndarray],
     ground_truth: pd.DataFrame,
@@ -82,7 +73,7 @@ def validation_psds(
 ) -> dict[str, float]:
     """PSDS1/PSDS2 of median-filtered scores on the scored clips: ``psds_eval`` over
     ``n_thresholds`` DCASE-style operating points, or ``sed_scores_eval`` (threshold-free, faster)."""
-    from atst_sed.evaluation.psds import psds_from_operating_points
+    from atst_sed.evaluation.psds import psds_from_operating_points, threshold_free_psds
     from atst_sed.evaluation.scores import score_dataframe
     from atst_sed.inference.postprocess import median_filter as apply_median
 
@@ -94,7 +85,7 @@ def validation_psds(
         warnings.simplefilter("ignore")
         if evaluator == "sed_scores_eval":
             frames = {k: score_dataframe(apply_median(v, median_filter), classes, TOKEN_SECONDS) for k, v in scores.items()}
-            return {s: _threshold_free(frames, gt, dur, s).value for s in ("psds1", "psds2")}
+            return {s: threshold_free_psds(frames, gt, dur, s).value for s in ("psds1", "psds2")}
         preds = decode_operating_points(scores, classes, dcase2022_thresholds(n_thresholds), median_filter)
         return {s: psds_from_operating_points(preds, gt, dur, s, classes).value for s in ("psds1", "psds2")}
 
@@ -134,7 +125,7 @@ def write_test_outputs(
     (PSD-ROC). Returns the metrics: psds1/psds2 and F1 from the operating points (psds_eval,
     sed_eval), plus ``psds1_sed_scores_eval``/``psds2_sed_scores_eval`` (threshold-free).
     """
-    from atst_sed.evaluation import evaluate_operating_points, plot_psd_roc, write_score_files
+    from atst_sed.evaluation import evaluate_operating_points, plot_psd_roc, threshold_free_psds, write_score_files
     from atst_sed.evaluation.scores import score_dataframe
     from atst_sed.inference.postprocess import median_filter as apply_median
 
@@ -158,7 +149,7 @@ def write_test_outputs(
             frames = {k: score_dataframe(v, classes, TOKEN_SECONDS) for k, v in filtered.items()}
             for scenario in ("psds1", "psds2"):
                 try:
-                    res = _threshold_free(frames, gt, dur, scenario)
+                    res = threshold_free_psds(frames, gt, dur, scenario)
                 except ValueError as err:  # e.g. no ground-truth event among the scored clips
                     log.warning("threshold-free %s skipped: %s", scenario, err)
                     continue
