@@ -1,0 +1,115 @@
+"""The whole user journey on the tiny corpus: train recipes/mini → evaluate its test outputs → detect on
+an "evaluation set" → package a DCASE submission from the run → validate it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from atst_sed.cli.main import main
+
+REPO = Path(__file__).resolve().parents[2]
+FAST = [
+    "data.batch_size=8", "data.num_workers=0", "data.epoch_length=2", "data.val_batch_size=12",
+    "trainer.max_epochs=1", "trainer.log_every_n_steps=1", "trainer.check_val_every_n_epoch=1",
+]
+META = {
+    "submission": {
+        "name": "ATST-C2F mini",
+        "abbreviation": "ATSTmini",
+        "authors": [
+            {"lastname": "Doe", "firstname": "Jane", "email": "jane@uni.org", "corresponding": True,
+             "affiliation": {"abbreviation": "UNI", "institute": "University", "location": "City"}},
+        ],
+    },
+    "system": {"description": {"machine_learning_method": "transformer"}, "source_code": "https://example.org/atst-sed"},
+}
+
+
+@pytest.fixture(scope="module")
+def mini_run(tmp_path_factory) -> tuple[Path, Path]:
+    """A finished recipes/mini run (every stage, shortened) on the tiny synthetic corpus."""
+    from atst_sed.data.synth import prepare_synth
+
+    base = tmp_path_factory.mktemp("journey")
+    corpus = base / "corpus"
+    prepare_synth(corpus, seed=1, size="tiny", jobs=1)
+    assert main(["train", str(REPO / "recipes" / "mini"), f"data.root={corpus}", "--root-dir", str(base / "runs"), *FAST]) == 0
+    return corpus, base / "runs" / "mini"
+
+
+@pytest.fixture
+def report_pdf(tmp_path: Path) -> Path:
+    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    path = tmp_path / "report.pdf"
+    with PdfPages(path) as pdf:
+        fig = plt.figure(figsize=(4, 3))
+        fig.text(0.1, 0.5, "technical report")
+        pdf.savefig(fig)
+        plt.close(fig)
+    return path
+
+
+def test_evaluate_reproduces_the_psds_the_test_stage_recorded(mini_run, tmp_path):
+    corpus, run = mini_run
+    out = tmp_path / "metrics.json"
+    code = main([
+        "evaluate",
+        "--ground-truth", str(corpus / "metadata/validation/validation.tsv"),
+        "--durations", str(corpus / "metadata/validation/validation_durations.tsv"),
+        "--predictions", str(run / "test/student/operating_points"),
+        "--json", str(out),
+    ])
+    assert code == 0
+    recorded = json.loads((run / "test/student/metrics.json").read_text())
+    evaluated = json.loads(out.read_text())
+    assert evaluated["n_clips_evaluated"] == 12
+    for key in ("psds1", "psds2", "f1_threshold"):
+        assert evaluated[key] == pytest.approx(recorded[key], abs=1e-9), key
+    for key in ("event_f1", "segment_f1", "intersection_f1"):
+        assert evaluated[key]["macro"] == pytest.approx(recorded[key]["macro"], abs=1e-9), key
+    assert evaluated["segment_f1"]["macro"] > 0  # a barely trained model still gets some segments right
+
+
+@pytest.mark.parametrize("fmt, n_runs", [("dcase2022", 1), ("dcase2023", 3)])
+def test_a_package_built_from_a_mini_run_validates(mini_run, tmp_path, report_pdf, fmt, n_runs):
+    corpus, run = mini_run
+    eval_audio = corpus / "audio/validation/validation_16k"  # stands in for the challenge's evaluation set
+    runs = []
+    for k in range(n_runs):
+        copy = tmp_path / f"run{k + 1}"
+        shutil.copytree(run, copy)
+        code = main([
+            "detect", str(eval_audio), "--checkpoint", str(copy / "distill_c2f/checkpoints/best.ckpt"),
+            "-o", str(copy / "eval/events.csv"), "--scores-dir", str(copy / "eval/scores"),
+        ])
+        assert code == 0
+        runs.append(str(copy))
+    meta = tmp_path / "META.yaml"
+    meta.write_text(yaml.safe_dump(META))
+    out = tmp_path / "Doe_UNI_task4.zip"
+    code = main([
+        "package", "--format", fmt, "--system", "Doe_UNI_task4_1", "--runs", *runs,
+        "--report", str(report_pdf), "--meta", str(meta), "-o", str(out),
+    ])
+    assert code == 0 and out.is_file()
+    assert main(["package", "validate", str(out), "--format", fmt]) == 0
+    with zipfile.ZipFile(out) as z:
+        names = z.namelist()
+        meta_yaml = yaml.safe_load(z.read("task4/Doe_UNI_task4_1/Doe_UNI_task4_1.meta.yaml"))
+    manifest = json.loads((run / "manifest.json").read_text())
+    params = json.dumps(meta_yaml)
+    assert str(manifest["model"]["n_parameters"]) in params  # the parameter count comes from the run
+    if fmt == "dcase2022":
+        assert "task4/Doe_UNI_task4_1/Doe_UNI_task4_1.output.tsv" in names
+    else:
+        for k in (1, 2, 3):
+            scores = [n for n in names if n.startswith(f"task4/Doe_UNI_task4_1/Doe_UNI_task4_1_run{k}.output/")]
+            assert len(scores) == 12  # one score file per evaluation clip
