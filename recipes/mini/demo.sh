@@ -2,7 +2,8 @@
 # `make demo`: synthetic corpus → recipes/mini (every stage) → PSDS table → `atst-sed detect` on a
 # real recording. Runs from the repository root with the venv's bin on PATH (the Makefile does that).
 #   DEMO_DIR=demo_out    where the corpus, runs and detections go
-#   DEMO_PRETRAIN=1      first a short SSL pretraining (configs/pretrain/mini.yaml) of the frame encoder
+#   DEMO_PRETRAIN=0      skip the short SSL pretraining (configs/pretrain/mini.yaml) of the frame
+#                        encoder; ATST-Frame then starts from random weights (default 1: pretrain)
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$REPO"
@@ -19,11 +20,13 @@ else
 fi
 
 ENCODER=()
-if [ "${DEMO_PRETRAIN:-0}" = "1" ] && [ -f configs/pretrain/mini.yaml ]; then
-  echo "== 1b short SSL pretraining of ATST-Frame (configs/pretrain/mini.yaml)"
+if [ "${DEMO_PRETRAIN:-1}" = "1" ]; then
+  echo "== 1b short SSL pretraining of ATST-Frame on the unlabelled split (configs/pretrain/mini.yaml)"
   rm -rf "$DEMO/pretrain"
   atst-sed pretrain configs/pretrain/mini.yaml "data.source=$CORPUS/audio/train/unlabel_in_domain_16k" -o "$DEMO/pretrain"
   ENCODER=("models.frame.encoder=$DEMO/pretrain/teacher_encoder.ckpt")
+else
+  echo "== 1b (DEMO_PRETRAIN=0: ATST-Frame starts from random weights)"
 fi
 
 echo "== 2/4 train recipes/mini: untrained reference → finetune_clip → finetune_frame → distill_c2f → test"

@@ -17,6 +17,8 @@ REPO = Path(__file__).resolve().parents[2]
 FAST = [
     "data.batch_size=8", "data.num_workers=0", "data.epoch_length=2", "data.val_batch_size=12",
     "trainer.max_epochs=1", "trainer.log_every_n_steps=1", "trainer.check_val_every_n_epoch=1",
+    # recipes/mini gives finetune_clip its own batches (stage overrides win over the command line's)
+    "stages.finetune_clip.overrides.data.batch_size=8", "stages.finetune_clip.overrides.data.epoch_length=2",
 ]
 META = {
     "submission": {

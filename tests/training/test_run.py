@@ -13,7 +13,8 @@ from atst_sed.cli.main import main
 from atst_sed.config import read_yaml, to_dict
 from atst_sed.labels import DESED_CLASSES
 from atst_sed.models.checkpoint import load_checkpoint
-from atst_sed.training.run import CONFIG_DIR, Run, RunConfig, load_recipe
+from atst_sed.training.pretrain_run import load_pretrain_config
+from atst_sed.training.run import CONFIG_DIR, Run, RunConfig, build_model, load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = [
@@ -26,8 +27,19 @@ def test_default_yaml_documents_exactly_the_dataclass_defaults():
     assert read_yaml(CONFIG_DIR / "default.yaml") == to_dict(RunConfig())
 
 
+def test_the_mini_pretraining_exports_the_frame_architecture_of_the_mini_recipe():
+    # `make demo` starts recipes/mini's ATST-Frame from configs/pretrain/mini.yaml's teacher encoder
+    pretrained = load_pretrain_config("mini").model.encoder_config()
+    recipe = load_recipe(REPO / "recipes" / "mini")
+    frame = build_model(recipe.models["frame"], list(DESED_CLASSES)).encoder.config
+    assert {k: v for k, v in pretrained.to_dict().items() if k != "drop_path"} == {
+        k: v for k, v in frame.to_dict().items() if k != "drop_path"}
+
+
 def test_every_stage_of_the_mini_recipe_runs_and_the_run_folder_describes_itself(tiny_corpus, tmp_path):
-    code = main(["train", str(REPO / "recipes" / "mini"), f"data.root={tiny_corpus}", "--root-dir", str(tmp_path), *FAST])
+    # recipes/mini gives finetune_clip its own batches (stage overrides win over the command line's)
+    clip_fast = ["stages.finetune_clip.overrides.data.batch_size=8", "stages.finetune_clip.overrides.data.epoch_length=2"]
+    code = main(["train", str(REPO / "recipes" / "mini"), f"data.root={tiny_corpus}", "--root-dir", str(tmp_path), *FAST, *clip_fast])
     assert code == 0
     run = tmp_path / "mini"
     stages = ["untrained", "finetune_clip", "finetune_frame", "distill_c2f", "test"]
