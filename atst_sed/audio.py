@@ -34,13 +34,19 @@ def _read_fallback(path: Path) -> tuple[np.ndarray, int]:
     return np.atleast_2d(data), int(sr)
 
 
-def read_audio(path: str | PathLike[str]) -> tuple[np.ndarray, int]:
-    """Read a file as it is stored: (channels, samples) float32 and its sample rate."""
+def check_audio_path(path: str | PathLike[str]) -> Path:
+    """``path`` as a Path; :class:`InputError` if it is not a file or is empty."""
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "no such file")
     if path.stat().st_size == 0:
         raise InputError(path, "empty file")
+    return path
+
+
+def read_audio(path: str | PathLike[str]) -> tuple[np.ndarray, int]:
+    """Read a file as it is stored: (channels, samples) float32 and its sample rate."""
+    path = check_audio_path(path)
     try:
         data, sr = _read_soundfile(path)
     except Exception as first:  # libsndfile does not know the format: try the fallback decoder

@@ -30,3 +30,18 @@ def shared_audio() -> Path:
     if not folder.is_dir():
         pytest.skip("../shared/audio is not present beside the repository")
     return folder
+
+
+@pytest.fixture
+def report_pdf(tmp_path: Path) -> Path:
+    """A real one-page PDF (matplotlib), e.g. a submission's technical report."""
+    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    path = tmp_path / "report.pdf"
+    with PdfPages(path) as pdf:
+        fig = plt.figure(figsize=(4, 3))
+        fig.text(0.1, 0.5, "ATST-SED technical report")
+        pdf.savefig(fig)
+        plt.close(fig)
+    return path

@@ -24,7 +24,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from atst_sed.audio import SAMPLE_RATE, load_audio
+from atst_sed.audio import SAMPLE_RATE, check_audio_path, load_audio
 from atst_sed.errors import InputError
 from atst_sed.features import FRAMES_PER_TOKEN, HOP_SAMPLES, samples_to_tokens, seconds_to_token
 
@@ -144,11 +144,7 @@ def read_audio_16k(path: str | PathLike[str], block_seconds: float = 10.0) -> np
     :func:`atst_sed.audio.load_audio`. Raises :class:`InputError` for unreadable, empty or
     non-finite audio.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "no such file")
-    if path.stat().st_size == 0:
-        raise InputError(path, "empty file")
+    path = check_audio_path(path)
     try:
         f = sf.SoundFile(str(path))
     except Exception as err:

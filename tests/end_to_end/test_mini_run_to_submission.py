@@ -45,20 +45,6 @@ def mini_run(tmp_path_factory) -> tuple[Path, Path]:
     return corpus, base / "runs" / "mini"
 
 
-@pytest.fixture
-def report_pdf(tmp_path: Path) -> Path:
-    import matplotlib.pyplot as plt
-    from matplotlib.backends.backend_pdf import PdfPages
-
-    path = tmp_path / "report.pdf"
-    with PdfPages(path) as pdf:
-        fig = plt.figure(figsize=(4, 3))
-        fig.text(0.1, 0.5, "technical report")
-        pdf.savefig(fig)
-        plt.close(fig)
-    return path
-
-
 def test_evaluate_reproduces_the_psds_the_test_stage_recorded(mini_run, tmp_path):
     corpus, run = mini_run
     out = tmp_path / "metrics.json"

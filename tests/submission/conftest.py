@@ -1,4 +1,4 @@
-"""Fixtures for the submission tests: fake run folders, a real PDF report, META.yaml."""
+"""Fixtures for the submission tests: fake run folders and a META.yaml (the PDF report is suite-wide)."""
 
 from __future__ import annotations
 
@@ -8,23 +8,6 @@ import pytest
 import yaml
 
 from submission_helpers import META, make_run
-
-
-@pytest.fixture
-def report_pdf(tmp_path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.backends.backend_pdf import PdfPages
-
-    path = tmp_path / "report.pdf"
-    with PdfPages(path) as pdf:
-        fig = plt.figure(figsize=(4, 3))
-        fig.text(0.1, 0.5, "ATST-SED technical report")
-        pdf.savefig(fig)
-        plt.close(fig)
-    return path
 
 
 @pytest.fixture
