@@ -32,10 +32,10 @@ from atst_sed.evaluation import (
     write_score_files,
 )
 from atst_sed.events import merge_overlapping_events, read_durations_tsv, read_strong_tsv
+from atst_sed.labels import DESED_CLASSES
 
 REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "desed_validation"
-CLASSES = ("Alarm_bell_ringing", "Blender", "Cat", "Dishes", "Dog", "Electric_shaver_toothbrush",
-           "Frying", "Running_water", "Speech", "Vacuum_cleaner")
+CLASSES = DESED_CLASSES
 
 
 def synthetic_operating_points(gt: pd.DataFrame, durations: dict[str, float], seed: int = 0,

@@ -20,10 +20,10 @@ from atst_sed.events import (
     write_durations_tsv,
     write_events_tsv,
 )
+from atst_sed.labels import DESED_CLASSES
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "desed_validation"
-CLASSES = ("Alarm_bell_ringing", "Blender", "Cat", "Dishes", "Dog", "Electric_shaver_toothbrush",
-           "Frying", "Running_water", "Speech", "Vacuum_cleaner")
+CLASSES = DESED_CLASSES
 
 
 def _write(path: Path, text: str) -> Path:
