@@ -1,4 +1,5 @@
-"""Lightning callbacks of the training runs: export our self-describing checkpoints, log epochs."""
+"""Lightning callbacks of the training runs: export our self-describing checkpoints, log epochs,
+show the progress of step-bounded runs."""
 
 from __future__ import annotations
 
@@ -117,3 +118,11 @@ class EpochSummary(pl.Callback):
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
     """(all parameters, trainable parameters)."""
     return sum(p.numel() for p in model.parameters()), sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+class StepProgressBar(pl.callbacks.RichProgressBar):
+    """Lightning's rich bar for runs bounded by ``max_steps`` (pretraining): "Epoch 3 · step 75/100"
+    where Lightning would print "Epoch 3/-2" (it shows ``max_epochs − 1``, and ``max_epochs`` is −1)."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        return f"Epoch {current_epoch} · step {self.trainer.global_step}/{self.trainer.max_steps}"

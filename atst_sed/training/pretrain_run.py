@@ -242,6 +242,8 @@ def build_trainer(config: PretrainConfig, run_dir: Path, callbacks: list | None 
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
+    from atst_sed.training.callbacks import StepProgressBar
+
     t = config.trainer
     gpu = t.accelerator in ("gpu", "cuda") or (t.accelerator == "auto" and torch.cuda.is_available())
     precision = t.precision if t.precision != "auto" else ("bf16-mixed" if gpu else "32-true")
@@ -252,6 +254,7 @@ def build_trainer(config: PretrainConfig, run_dir: Path, callbacks: list | None 
     # CSV: a new version_N folder per (resumed) session, so that nothing written before is lost.
     loggers = [TensorBoardLogger(run_dir / "logs", name="tensorboard", version=""),
                CSVLogger(run_dir / "logs", name="csv")]
+    bar = [StepProgressBar()] if t.enable_progress_bar else []
     return pl.Trainer(
         accelerator=t.accelerator,
         devices=t.devices,
@@ -263,7 +266,7 @@ def build_trainer(config: PretrainConfig, run_dir: Path, callbacks: list | None 
         max_epochs=-1,
         log_every_n_steps=t.log_every_n_steps,
         enable_progress_bar=t.enable_progress_bar,
-        callbacks=[checkpoint, CollapseMonitor(config.collapse), *(callbacks or [])],
+        callbacks=[checkpoint, CollapseMonitor(config.collapse), *bar, *(callbacks or [])],
         logger=loggers,
         default_root_dir=run_dir,
         num_sanity_val_steps=0,

@@ -10,13 +10,16 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import ProgressBar
 
 from atst_sed.cli.main import main
 from atst_sed.errors import InputError
 from atst_sed.models.checkpoint import load_checkpoint
+from atst_sed.training.callbacks import StepProgressBar
 from atst_sed.training.pretrain import PretrainModule
 from atst_sed.training.pretrain_run import (
     REPO_CONFIGS,
+    build_trainer,
     init_from_checkpoint,
     load_pretrain_config,
     run_pretraining,
@@ -94,6 +97,15 @@ def test_frame_run_schedules_ema_export_and_resume(wav_dir, tmp_path):
     out = run_pretraining(config, resume=True)
     assert load_checkpoint(out).meta["global_step"] == 4
     assert len([r for r in read_metrics(run, 0) if r.get("train/lr")]) == 3 and [int(r["step"]) for r in read_metrics(run, 1) if r.get("train/lr")] == [3]
+
+
+def test_the_progress_bar_counts_steps_not_unbounded_epochs(wav_dir, tmp_path):
+    config = load_pretrain_config("mini", [f"data.source={wav_dir}", "optim.max_steps=100"])
+    trainer = build_trainer(config, tmp_path)
+    bars = [c for c in trainer.callbacks if isinstance(c, ProgressBar)]
+    assert [type(b) for b in bars] == [StepProgressBar] and trainer.max_epochs == -1
+    bars[0]._trainer = trainer  # what Lightning's setup hook does
+    assert bars[0]._get_train_description(3) == "Epoch 3 · step 0/100"
 
 
 def test_clip_run_through_the_cli(wav_dir, tmp_path, capsys):
