@@ -9,10 +9,17 @@ from typing import Any
 
 import pandas as pd
 import pytorch_lightning as pl
-from torch.utils.data import DataLoader
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from atst_sed.data.corpus import SETS, read_fingerprint, read_index
-from atst_sed.data.datasets import ClipDataset, FeatureCollate, MixedDataset, ProportionalBatchSampler, split_batch
+from atst_sed.data.datasets import (
+    ClipDataset,
+    FeatureCollate,
+    MixedDataset,
+    ProportionalBatchSampler,
+    holdout_split,
+    split_batch,
+)
 from atst_sed.errors import AtstSedError
 from atst_sed.features import FrontendConfig
 from atst_sed.labels import DESED_CLASSES, ClassMap
@@ -35,6 +42,9 @@ class DataConfig:
         strong_sets / weak_sets / unlabeled_sets: corpus sets forming each pool (names of
             :data:`atst_sed.data.corpus.SETS`: synth_train, strong_real, weak, unlabeled, synth_val, test).
         val_set / test_set: strong-labelled sets for validation and test (``synth_val``, ``test``, ...).
+        weak_val_fraction: share of each weak set held out of training and added to validation
+            (DCASE 2022 baseline and ATST-SED: 0.1, drawn with ``seed``; see
+            :func:`~atst_sed.data.datasets.holdout_split`); 0 = every weak clip trains.
         clip_seconds: clips are cropped (randomly for training, from the start otherwise) or
             zero-padded to this length; a multiple of 0.04 s (10 s → 1001 mel frames, 250 targets).
         epoch_length: training batches per epoch; ``None``: as many whole batches as the smallest
@@ -54,6 +64,7 @@ class DataConfig:
     unlabeled_sets: list[str] = field(default_factory=lambda: ["unlabeled"])
     val_set: str = "synth_val"
     test_set: str = "test"
+    weak_val_fraction: float = 0.0
     clip_seconds: float = 10.0
     epoch_length: int | None = None
     val_batch_size: int | None = None
@@ -63,6 +74,8 @@ class DataConfig:
     frontend: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.weak_val_fraction < 1.0:
+            raise ValueError(f"data.weak_val_fraction must be in [0, 1), got {self.weak_val_fraction}")
         unknown = sorted(set(self.proportions) - set(POOLS))
         if unknown:
             raise ValueError(f"data.proportions: unknown pool(s) {unknown}; use {', '.join(POOLS)}")
@@ -74,7 +87,8 @@ class DataConfig:
 class SEDDataModule(pl.LightningDataModule):
     """Training batches composed from the strong / weak / unlabeled pools in ``config.proportions``
     (pool order inside a batch: strong, weak, unlabeled); validation and test over ``val_set`` /
-    ``test_set`` in manifest order. Batches are dicts: features (B, 64, 1001) float32, frame_lengths
+    ``test_set`` in manifest order. With ``weak_val_fraction`` > 0 the held-out weak clips leave
+    the weak pool and follow ``val_set`` in the validation loader (``has_strong`` False). Batches are dicts: features (B, 64, 1001) float32, frame_lengths
     (B,) long, strong (B, 250, C), weak (B, C), has_strong (B,), has_weak (B,), filenames.
 
     Input problems (missing corpus, malformed or inconsistent TSVs, missing audio) raise
@@ -88,6 +102,7 @@ class SEDDataModule(pl.LightningDataModule):
         self.class_map = ClassMap(self.classes)
         self.frontend_config = FrontendConfig(**config.frontend)
         self._datasets: dict[str, ClipDataset] = {}
+        self._weak_parts: dict[str, tuple[ClipDataset, ClipDataset]] = {}
         self._fingerprint: dict | None = None
 
     # ------------------------------------------------------------------ corpus information
@@ -124,6 +139,29 @@ class SEDDataModule(pl.LightningDataModule):
             self._datasets[key] = ClipDataset(self.root, set_name, self.class_map, self.config.clip_seconds, labels_kind)
         return self._datasets[key]
 
+    def weak_split(self, set_name: str) -> tuple[ClipDataset, ClipDataset]:
+        """(training part, held-out part) of weak set ``set_name`` under ``weak_val_fraction``."""
+        if set_name not in self._weak_parts:
+            full = self.dataset(set_name, "weak")
+            train, held = holdout_split(full.label_order, self.config.weak_val_fraction, self.config.seed)
+            self._weak_parts[set_name] = (full.subset(train), full.subset(held))
+            log.info("%s: %d weak clips train, %d held out for validation", set_name, len(self._weak_parts[set_name][0]),
+                     len(self._weak_parts[set_name][1]))
+        return self._weak_parts[set_name]
+
+    def _pool_part(self, pool: str, set_name: str) -> ClipDataset:
+        if pool == "weak" and self.config.weak_val_fraction > 0:
+            return self.weak_split(set_name)[0]
+        return self.dataset(set_name, pool)
+
+    def validation_dataset(self) -> Dataset:
+        """``val_set``, followed by the held-out weak clips when ``weak_val_fraction`` > 0."""
+        main = self.dataset(self.config.val_set)
+        if self.config.weak_val_fraction <= 0:
+            return main
+        held = [self.weak_split(n)[1] for n in self.config.weak_sets]
+        return ConcatDataset([main, *(h for h in held if len(h))])
+
     def _split_set(self, split: str) -> str:
         if split not in ("val", "test"):
             raise ValueError(f"split must be 'val' or 'test', got {split!r}")
@@ -144,9 +182,9 @@ class SEDDataModule(pl.LightningDataModule):
         self._fingerprint_body()
         if stage in (None, "fit"):
             self._train_parts()
-            self.dataset(self.config.val_set)
+            self.validation_dataset()
         if stage in (None, "validate"):
-            self.dataset(self.config.val_set)
+            self.validation_dataset()
         if stage in (None, "test"):
             self.dataset(self.config.test_set)
 
@@ -159,7 +197,7 @@ class SEDDataModule(pl.LightningDataModule):
             names = self._set_names(pool)
             if not names:
                 raise AtstSedError(f"data.proportions gives {pool} clips a share but data.{pool}_sets is empty")
-            parts = [self.dataset(n, pool) for n in names]
+            parts = [self._pool_part(pool, n) for n in names]
             size = sum(len(p) for p in parts)
             if size == 0:
                 raise AtstSedError(f"{self.root}: the {pool} pool ({', '.join(names)}) has no clips")
@@ -185,7 +223,7 @@ class SEDDataModule(pl.LightningDataModule):
 
     def _eval_loader(self, split: str) -> DataLoader:
         return self._loader(
-            self.dataset(self._split_set(split)),
+            self.validation_dataset() if split == "val" else self.dataset(self.config.test_set),
             batch_size=self.config.val_batch_size or self.config.batch_size,
             shuffle=False,
         )

@@ -10,8 +10,9 @@ randomness and batches do not depend on the number of workers.
 from __future__ import annotations
 
 import bisect
+import copy
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,8 @@ class ClipDataset(Dataset):
         self.events = pd.DataFrame(columns=["filename", "onset", "offset", "event_label"])
         self._by_file: dict[str, pd.DataFrame] = {}
         self._weak: dict[str, np.ndarray] = {}
+        # every labelled file in label-file order (audio or not): what a weak hold-out split draws from
+        self.label_order: list[str] = list(self.filenames)
         if self.kind == "strong":
             labels = self.root / self.spec.labels
             if self.spec.durations and (self.root / self.spec.durations).is_file():
@@ -110,6 +113,7 @@ class ClipDataset(Dataset):
             else:
                 weak = read_weak_tsv(labels, class_map.names)
             self._weak = {f: weak_multi_hot(lab, class_map) for f, lab in zip(weak["filename"], weak["event_labels"]) if f in present}
+            self.label_order = [str(f) for f in weak["filename"]]
             keep = [i for i, f in enumerate(self.filenames) if f in self._weak]
             if len(keep) < len(self.filenames):
                 log.warning("%s: %d clip(s) of set %s have no weak label; skipped", labels, len(self.filenames) - len(keep), set_name)
@@ -119,6 +123,20 @@ class ClipDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.filenames)
+
+    def subset(self, filenames: Iterable[str]) -> "ClipDataset":
+        """The same dataset restricted to ``filenames`` (in this dataset's order; unknown names ignored)."""
+        wanted = set(filenames)
+        keep = [i for i, f in enumerate(self.filenames) if f in wanted]
+        part = copy.copy(self)
+        part.filenames = [self.filenames[i] for i in keep]
+        part.paths = [self.paths[i] for i in keep]
+        part.num_samples = self.num_samples[keep]
+        part.label_order = [f for f in self.label_order if f in wanted]
+        part.durations = {f: self.durations[f] for f in part.filenames}
+        if self.kind == "strong":
+            part.events = self.events[self.events["filename"].isin(wanted)].reset_index(drop=True)
+        return part
 
     def crop_start(self, index: int, seed: int | None) -> int:
         """First sample of the crop: 0 for evaluation; a random multiple of 40 ms for training."""
@@ -172,6 +190,18 @@ class MixedDataset(Dataset):
         k = bisect.bisect_right(self.offsets, int(index)) - 1
         local = int(index) - self.offsets[k]
         return self.datasets[k][local if seed is None else (local, seed)]
+
+
+def holdout_split(names: Sequence[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """Split ``names`` into (training, held out): ``round((1 − fraction)·n)`` names drawn for training
+    with ``pandas.Series.sample(random_state=seed)``, as the DCASE 2022 baseline draws its weak
+    training part (``weak_df.sample(frac=0.9, random_state=42)``: 1,420 / 158 of DESED's 1,578);
+    both parts keep the order of ``names``."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"hold-out fraction must be in [0, 1), got {fraction}")
+    series = pd.Series(list(names), dtype=object)
+    train = set(series.sample(frac=1.0 - fraction, random_state=seed)) if len(series) else set()
+    return [n for n in names if n in train], [n for n in names if n not in train]
 
 
 def split_batch(batch_size: int, proportions: Mapping[str, float]) -> dict[str, int]:

@@ -130,6 +130,20 @@ def parameter_groups(model: SEDModel, layer_decay: float) -> list[dict[str, Any]
     return groups
 
 
+def weak_macro_f1(clip_probs: Tensor, weak_targets: Tensor, threshold: float = 0.5) -> float:
+    """Clip-level macro F1 at ``threshold`` (the DCASE 2022 baseline's weak validation metric):
+    the mean over classes of 2·TP / (2·TP + FP + FN), classes without targets or detections left out
+    (0.0 when every class is)."""
+    pred = clip_probs > threshold
+    truth = weak_targets > 0.5
+    tp = (pred & truth).sum(0).double()
+    wrong = (pred ^ truth).sum(0).double()
+    seen = (tp + wrong) > 0
+    if not seen.any():
+        return 0.0
+    return float((2 * tp[seen] / (2 * tp[seen] + wrong[seen])).mean())
+
+
 def _output_slice(out: SEDOutput, keep: Tensor) -> SEDOutput:
     return SEDOutput(out.frame_logits[keep], out.frame_probs[keep], out.clip_probs[keep])
 
@@ -167,6 +181,7 @@ class SEDTask(pl.LightningModule):
         self._lr: np.ndarray | None = None
         self._val_scores: dict[str, np.ndarray] = {}
         self._val_loss: list[tuple[float, int]] = []
+        self._val_weak: list[tuple[Tensor, Tensor]] = []
 
     # ----------------------------------------------------------------- modes
     def _fixed_modules(self) -> list[nn.Module]:
@@ -291,6 +306,7 @@ class SEDTask(pl.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._val_scores = {}
         self._val_loss = []
+        self._val_weak = []
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         out = self.model(batch["features"], batch.get("frame_lengths"))
@@ -299,11 +315,15 @@ class SEDTask(pl.LightningModule):
         has_weak = batch.get("has_weak", has_strong)
         sup = supervised_loss(out, batch["strong"], batch["weak"], has_strong, has_weak, valid, weak_on_strong_clips=True)
         self._val_loss.append((float(sup.total), int(out.frame_probs.shape[0])))
+        weak_only = (has_weak & ~has_strong).cpu()
+        if weak_only.any():  # held-out weak clips: clip-level F1 only
+            self._val_weak.append((out.clip_probs[weak_only.to(out.clip_probs.device)].float().cpu(), batch["weak"][weak_only].float().cpu()))
         if self.evaluator is not None:
             probs = out.frame_probs.float().cpu().numpy()
             n_valid = valid.sum(dim=1).cpu().numpy()
-            for name, p, n in zip(batch["filenames"], probs, n_valid):
-                self._val_scores[name] = p[: int(n)]
+            for name, p, n, strong in zip(batch["filenames"], probs, n_valid, has_strong.cpu().tolist()):
+                if strong:
+                    self._val_scores[name] = p[: int(n)]
 
     def on_validation_epoch_end(self) -> None:
         total = sum(l * n for l, n in self._val_loss)
@@ -311,6 +331,13 @@ class SEDTask(pl.LightningModule):
         loss = torch.tensor(total / max(count, 1), device=self.device)
         # sync_dist averages the per-rank mean losses (ranks hold near-equal shares).
         self.log("val/loss", loss, sync_dist=True, prog_bar=True)
+        if self._val_weak:
+            probs, targets = (torch.cat(parts) for parts in zip(*self._val_weak))
+            if self.trainer.world_size > 1:
+                gathered: list = [None] * self.trainer.world_size
+                torch.distributed.all_gather_object(gathered, (probs, targets))
+                probs, targets = torch.cat([g[0] for g in gathered]), torch.cat([g[1] for g in gathered])
+            self.log("val/weak_f1", weak_macro_f1(probs, targets), sync_dist=False, rank_zero_only=False)
         if self.evaluator is None or not self._val_scores:
             return
         scores = self._val_scores

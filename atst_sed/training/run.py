@@ -106,7 +106,8 @@ class DecodingConfig:
 class ValidationConfig:
     """Per-epoch validation. ``metrics``: ``psds`` (PSDS1/PSDS2 on the validation set, psds_eval over
     ``n_thresholds`` operating points; fewer = faster) or ``loss`` (validation BCE only).
-    ``monitor``/``mode`` choose the best checkpoint (default val/psds1 max, or val/loss min).
+    ``monitor``/``mode`` choose the best checkpoint (default val/psds1 max, or val/loss min; with
+    ``data.weak_val_fraction`` > 0 also val/weak_f1, the held-out weak clips' macro F1).
     ``median_filter`` None = decoding.median_filter (audiossl validates with 3). ``evaluator``:
     ``psds_eval`` (operating points, as DCASE 2022) or ``sed_scores_eval`` (threshold-free; several
     times faster — the fast path for CPU runs)."""

@@ -6,13 +6,14 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 import pytorch_lightning as pl
 import torch
 
 from atst_sed.data import DataConfig, SEDDataModule
 from atst_sed.data.corpus import SETS
-from atst_sed.data.datasets import ClipDataset, ProportionalBatchSampler, split_batch
+from atst_sed.data.datasets import ClipDataset, ProportionalBatchSampler, holdout_split, split_batch
 from atst_sed.errors import InputError
 from atst_sed.events import read_strong_tsv
 from atst_sed.labels import DESED_CLASSES, ClassMap, events_to_frames
@@ -210,3 +211,37 @@ def test_a_strong_set_can_serve_as_weak_or_unlabeled(tiny_corpus):
         torch.testing.assert_close(w["weak"], s["strong"].amax(0))
         assert w["has_weak"] and not w["has_strong"] and w["strong"].sum() == 0
         assert not u["has_weak"] and not u["has_strong"] and u["weak"].sum() == 0
+
+
+def test_weak_hold_out_leaves_training_and_joins_validation(tiny_corpus):
+    weak_tsv = pd.read_csv(tiny_corpus / SETS["weak"].labels, sep="\t")
+    drawn = set(weak_tsv.sample(frac=0.75, random_state=42)["filename"])  # the DCASE baseline's draw
+    dm = _dm(tiny_corpus, batch_size=8, weak_val_fraction=0.25, seed=42)
+    train_part, held_part = dm.weak_split("weak")
+    assert set(train_part.filenames) == drawn and len(held_part) == 3
+    assert set(held_part.filenames) == set(weak_tsv["filename"]) - drawn
+    # 9 training weak clips at 2 per batch: 4 batches, none of them a held-out clip
+    trained = {f for b in dm.train_dataloader() for f, w, s in zip(b["filenames"], b["has_weak"], b["has_strong"]) if w and not s}
+    assert len(list(dm.train_dataloader())) == dm.steps_per_epoch() == 4
+    assert trained <= drawn
+    # validation: the synthetic validation clips, then the held-out weak clips with their clip labels
+    val = [(f, bool(s), bool(w), y) for b in dm.val_dataloader() for f, s, w, y in zip(b["filenames"], b["has_strong"], b["has_weak"], b["weak"])]
+    synth_val = ClipDataset(tiny_corpus, "synth_val", ClassMap(DESED_CLASSES)).filenames
+    assert [v[0] for v in val] == synth_val + held_part.filenames
+    assert all(s for _, s, _, _ in val[:12]) and not any(s for _, s, _, _ in val[12:])
+    labels = dict(zip(weak_tsv["filename"], weak_tsv["event_labels"]))
+    for name, _, has_weak, target in val[12:]:
+        assert has_weak and {DESED_CLASSES[i] for i in np.flatnonzero(target.numpy())} == set(labels[name].split(","))
+    assert set(dm.ground_truth("val")["filename"]) == set(synth_val)  # strong ground truth only
+    assert set(_dm(tiny_corpus, weak_val_fraction=0.25, seed=7).weak_split("weak")[1].filenames) != set(held_part.filenames)
+    assert len(_dm(tiny_corpus).validation_dataset()) == 12  # default: no hold-out
+    with pytest.raises(ValueError, match="weak_val_fraction"):
+        DataConfig(weak_val_fraction=1.0)
+
+
+def test_hold_out_draw_equals_the_dcase_baseline_on_desed_sizes():
+    names = [f"Y{i:05d}_0.000_10.000.wav" for i in range(1578)]
+    train, held = holdout_split(names, 0.1, seed=42)
+    assert (len(train), len(held)) == (1420, 158)
+    baseline = pd.DataFrame({"filename": names}).sample(frac=0.9, random_state=42)
+    assert set(train) == set(baseline["filename"]) and train == sorted(train)

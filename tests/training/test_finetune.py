@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from sklearn.metrics import f1_score
+from torchmetrics.functional.classification import multilabel_f1_score
 
 from atst_sed.models.encoder import EncoderConfig
 from atst_sed.models.sed import SEDModel
-from atst_sed.training.finetune import ConsistencyConfig, OptimConfig, SEDTask, TaskConfig, parameter_groups
+from atst_sed.training.finetune import ConsistencyConfig, OptimConfig, SEDTask, TaskConfig, parameter_groups, weak_macro_f1
 from atst_sed.training.schedules import cosine_schedule
 
 from sed_training_helpers import N_CLASSES, tiny_loader
@@ -111,21 +114,53 @@ def test_mean_teacher_is_ema_of_student(tmp_path):
     assert all(not p.requires_grad for p in task.ema.parameters())
 
 
-def test_validation_passes_valid_frames_of_every_clip_to_the_evaluator(tmp_path):
-    seen = {}
+def test_validation_gives_strong_clips_to_the_evaluator_and_scores_weak_clips_by_macro_f1(tmp_path):
+    seen, weak_clips = {}, []
 
     def evaluator(scores):
         seen.update(scores)
         return {"psds1": 0.25}
 
+    class _WeakSpy(pl.Callback):
+        def on_validation_batch_end(self, trainer, module, outputs, batch, batch_idx, dataloader_idx=0):
+            keep = batch["has_weak"] & ~batch["has_strong"]
+            with torch.no_grad():
+                probs = module.model(batch["features"], batch["frame_lengths"]).clip_probs
+            weak_clips.extend(zip(probs[keep].tolist(), batch["weak"][keep].tolist()))
+
     task = SEDTask(_model(2), TaskConfig(), OptimConfig(), evaluator=evaluator)
-    trainer = _trainer(tmp_path, 1)
+    trainer = _trainer(tmp_path, 1, callbacks=[_WeakSpy()])
     trainer.fit(task, tiny_loader(8, 4), tiny_loader(8, 4))
-    assert len(seen) == 8
+    # clips 0, 3, 6 are strong (frame scores of their valid frames); 1, 4, 7 weak; 2, 5 unlabeled
+    assert sorted(seen) == ["clip00.wav", "clip03.wav", "clip06.wav"]
     assert seen["clip00.wav"].shape == (150, N_CLASSES)  # 601 frames → 150 tokens
-    assert seen["clip01.wav"].shape == (250, N_CLASSES)
+    assert seen["clip03.wav"].shape == (250, N_CLASSES)
     assert float(trainer.callback_metrics["val/psds1"]) == 0.25
     assert "val/loss" in trainer.callback_metrics
+    assert len(weak_clips) == 3
+    probs, targets = (np.array(x) for x in zip(*weak_clips))
+    expected = _sklearn_macro_f1(targets > 0.5, probs > 0.5)
+    assert float(trainer.callback_metrics["val/weak_f1"]) == pytest.approx(expected, abs=1e-6)
+
+
+def _sklearn_macro_f1(truth: np.ndarray, pred: np.ndarray) -> float:
+    """Macro F1 over the classes with a target or a detection (sklearn as the reference)."""
+    seen = np.flatnonzero(truth.any(0) | pred.any(0))
+    return float(f1_score(truth, pred, average="macro", labels=seen, zero_division=0)) if len(seen) else 0.0
+
+
+def test_weak_macro_f1_matches_sklearn_and_torchmetrics():
+    g = torch.Generator().manual_seed(3)
+    probs = torch.rand(40, 10, generator=g)
+    targets = (torch.rand(40, 10, generator=g) > 0.6).float()
+    targets[:, 7] = 0  # a class without targets ...
+    probs[:, 7] = 0.1  # ... and without detections: left out of the mean
+    want = _sklearn_macro_f1(targets.numpy() > 0.5, probs.numpy() > 0.5)
+    assert weak_macro_f1(probs, targets) == pytest.approx(want, abs=1e-12)
+    targets[:, 7] = 1.0  # every class present: the plain macro F1 of torchmetrics
+    tm = multilabel_f1_score(probs, targets.long(), num_labels=10, average="macro", threshold=0.5)
+    assert weak_macro_f1(probs, targets) == pytest.approx(float(tm), abs=1e-6)
+    assert weak_macro_f1(torch.zeros(2, 3), torch.zeros(2, 3)) == 0.0
 
 
 def test_resume_gives_the_same_weights_as_training_straight(tmp_path):
