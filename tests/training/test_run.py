@@ -11,6 +11,7 @@ import torch
 
 from atst_sed.cli.main import main
 from atst_sed.config import read_yaml, to_dict
+from atst_sed.evaluation.runs import collect_test_results
 from atst_sed.labels import DESED_CLASSES
 from atst_sed.models.checkpoint import load_checkpoint
 from atst_sed.training.pretrain_run import load_pretrain_config
@@ -79,6 +80,12 @@ def test_every_stage_of_the_mini_recipe_runs_and_the_run_folder_describes_itself
     student = load_checkpoint(run / "distill_c2f" / "checkpoints" / "best.ckpt").model
     assert teacher.encoder.config.variant == "clip" and student.encoder.config.variant == "frame"
     assert (run / "untrained" / "student" / "metrics.json").is_file()
+    # `atst-sed report` reads the run folder: one row per tested (stage, model), values as written
+    _, results = collect_test_results([run])
+    assert list(zip(results["stage"], results["model"])) == [("untrained", "student"), ("test", "student"), ("test", "teacher")]
+    written = json.loads((run / "test" / "teacher" / "metrics.json").read_text())
+    assert results["psds2"].iloc[2] == pytest.approx(written["psds2"])
+    assert results["event_f1_macro"].iloc[2] == pytest.approx(written["event_f1"]["macro"])
 
 
 def test_existing_run_folder_needs_resume_and_bad_keys_name_the_recipe(tiny_corpus, tmp_path, capsys):
