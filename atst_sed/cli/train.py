@@ -62,6 +62,8 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message="A similar operating point exists")
     warnings.filterwarnings("ignore", category=FutureWarning)
+    # frozen encoder blocks are kept in eval mode on purpose (no DropPath in them)
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 
 
 def run(args: argparse.Namespace) -> int:
