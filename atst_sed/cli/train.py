@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
 
     from atst_sed.config import deep_merge, parse_overrides, read_yaml
     from atst_sed.errors import AtstSedError
-    from atst_sed.training.run import Run, build_config, load_recipe, summary_rows
+    from atst_sed.training.run import Run, build_config, is_main_process, load_recipe, summary_rows
 
     _split_rest(args)
     _quiet_libraries()
@@ -88,12 +88,12 @@ def run(args: argparse.Namespace) -> int:
         if args.resume:
             # A resumed run keeps its saved configuration; command-line overrides still apply.
             config = build_config(deep_merge(read_yaml(saved), parse_overrides(args.overrides)), str(saved))
-        elif args.stage is None:
+        elif args.stage is None and is_main_process():  # other DDP ranks find rank 0's new folder
             raise AtstSedError(f"run folder {run_dir} already exists; pass --resume to continue it, --stage NAME to rerun one stage, or name=... for a new run")
     results = Run(config, run_dir).run(only=args.stage, resume=args.resume)
 
     rows = summary_rows(results)
-    if rows:
+    if rows and is_main_process():
         table = Table(title=f"PSDS on the test set — {run_dir}")
         for col in ("stage", "model", "PSDS1", "PSDS2", "PSDS1 (sed_scores_eval)", "PSDS2 (sed_scores_eval)"):
             table.add_column(col, justify="left" if col in ("stage", "model") else "right")

@@ -17,6 +17,7 @@ from atst_sed.data.datasets import (
     FeatureCollate,
     MixedDataset,
     ProportionalBatchSampler,
+    RankShard,
     holdout_split,
     split_batch,
 )
@@ -87,7 +88,7 @@ class DataConfig:
 class SEDDataModule(pl.LightningDataModule):
     """Training batches composed from the strong / weak / unlabeled pools in ``config.proportions``
     (pool order inside a batch: strong, weak, unlabeled); validation and test over ``val_set`` /
-    ``test_set`` in manifest order. With ``weak_val_fraction`` > 0 the held-out weak clips leave
+    ``test_set`` in manifest order (under DDP each rank validates every world_size-th clip). With ``weak_val_fraction`` > 0 the held-out weak clips leave
     the weak pool and follow ``val_set`` in the validation loader (``has_strong`` False). Batches are dicts: features (B, 64, 1001) float32, frame_lengths
     (B,) long, strong (B, 250, C), weak (B, C), has_strong (B,), has_weak (B,), filenames.
 
@@ -211,9 +212,7 @@ class SEDDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         mixed, per_pool, sizes_counts = self._train_parts()
         n = len(sizes_counts) // 2
-        rank, world = 0, 1
-        if self.trainer is not None:
-            rank, world = int(self.trainer.global_rank), int(self.trainer.world_size)
+        rank, world = self._rank_and_world()
         sampler = ProportionalBatchSampler(
             sizes_counts[:n], sizes_counts[n:], seed=self.config.seed, epoch_length=self.config.epoch_length,
             rank=rank, world_size=world,
@@ -222,11 +221,17 @@ class SEDDataModule(pl.LightningDataModule):
         return self._loader(mixed, batch_sampler=sampler)
 
     def _eval_loader(self, split: str) -> DataLoader:
-        return self._loader(
-            self.validation_dataset() if split == "val" else self.dataset(self.config.test_set),
-            batch_size=self.config.val_batch_size or self.config.batch_size,
-            shuffle=False,
-        )
+        dataset = self.validation_dataset() if split == "val" else self.dataset(self.config.test_set)
+        sampler = None
+        rank, world = self._rank_and_world()
+        if split == "val" and world > 1:  # each rank validates its share; the task gathers the scores
+            sampler = RankShard(len(dataset), rank, world)
+        return self._loader(dataset, batch_size=self.config.val_batch_size or self.config.batch_size, sampler=sampler)
+
+    def _rank_and_world(self) -> tuple[int, int]:
+        if self.trainer is None:
+            return 0, 1
+        return int(self.trainer.global_rank), int(self.trainer.world_size)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")

@@ -225,8 +225,8 @@ class ProportionalBatchSampler(Sampler[list[tuple[int, int]]]):
     the *smallest* pool fills (``min_k len(pool_k) // per_batch[k]``, as DESED's sampler), so each
     epoch sees every clip of that pool once. Items are ``(index, seed)``; all randomness comes from
     ``(seed, epoch)``: the same seed and epoch give the same batches. With ``world_size`` > 1 the
-    ranks take interleaved batches of the same sequence (use Lightning's
-    ``use_distributed_sampler=False``).
+    ranks take interleaved batches of the same sequence, each ``ceil(epoch_length / world_size)``
+    (use Lightning's ``use_distributed_sampler=False``).
     """
 
     def __init__(
@@ -257,12 +257,14 @@ class ProportionalBatchSampler(Sampler[list[tuple[int, int]]]):
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return (self.epoch_length - self.rank + self.world_size - 1) // self.world_size
+        """Batches per rank, the same on every rank (DDP ranks step in lockstep): an epoch that does
+        not divide evenly is rounded up, its last batches continuing the same sequence."""
+        return -(-self.epoch_length // self.world_size)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         rng = np.random.default_rng([self.seed, self.epoch])
         streams = [np.zeros(0, dtype=np.int64) for _ in self.pool_sizes]
-        for step in range(self.epoch_length):
+        for step in range(len(self) * self.world_size):
             batch: list[tuple[int, int]] = []
             for k, (size, need) in enumerate(zip(self.pool_sizes, self.per_batch)):
                 while streams[k].size < need:
@@ -273,6 +275,20 @@ class ProportionalBatchSampler(Sampler[list[tuple[int, int]]]):
             if step % self.world_size == self.rank:
                 yield [(i, int(s)) for (i, _), s in zip(batch, item_seeds)]
         self.epoch += 1  # without set_epoch calls, successive epochs still differ
+
+
+class RankShard(Sampler[int]):
+    """One rank's share of an evaluation set: items ``rank, rank + world_size, …`` in order; no
+    item repeated or dropped over all ranks (validation gathers the shares again)."""
+
+    def __init__(self, n_items: int, rank: int, world_size: int):
+        self.indices = list(range(int(rank), int(n_items), int(world_size)))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
 
 
 class FeatureCollate:

@@ -326,11 +326,11 @@ class SEDTask(pl.LightningModule):
                     self._val_scores[name] = p[: int(n)]
 
     def on_validation_epoch_end(self) -> None:
-        total = sum(l * n for l, n in self._val_loss)
-        count = sum(n for _, n in self._val_loss)
-        loss = torch.tensor(total / max(count, 1), device=self.device)
-        # sync_dist averages the per-rank mean losses (ranks hold near-equal shares).
-        self.log("val/loss", loss, sync_dist=True, prog_bar=True)
+        # summed over the ranks' shares of the validation set: the mean over every clip
+        sums = torch.tensor([sum(l * n for l, n in self._val_loss), sum(n for _, n in self._val_loss)],
+                            dtype=torch.float64, device=self.device)
+        sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
+        self.log("val/loss", float(sums[0] / sums[1].clamp(min=1)), prog_bar=True, rank_zero_only=False)
         if self._val_weak:
             probs, targets = (torch.cat(parts) for parts in zip(*self._val_weak))
             if self.trainer.world_size > 1:

@@ -22,6 +22,7 @@ import dataclasses
 import datetime as _dt
 import importlib.metadata
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -261,6 +262,21 @@ def git_commit() -> str | None:
     return res.stdout.strip() or None if res.returncode == 0 else None
 
 
+def is_main_process() -> bool:
+    """True in the process that writes the run folder: global rank 0 of a distributed run, or the
+    only process. Lightning's DDP launcher starts the other ranks by running the same command line
+    again (with LOCAL_RANK / NODE_RANK set), torchrun sets RANK, SLURM SLURM_PROCID; so they go
+    through every stage too, and this decides who writes."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank() == 0
+    env = os.environ
+    if "RANK" in env:
+        return int(env["RANK"]) == 0
+    if "LOCAL_RANK" in env:  # SLURM_PROCID may be inherited from a one-task job: check this first
+        return int(env["LOCAL_RANK"]) == 0 and int(env.get("NODE_RANK", env.get("GROUP_RANK", 0))) == 0
+    return int(env.get("SLURM_PROCID", 0)) == 0
+
+
 def on_gpu(trainer_cfg: TrainerConfig) -> bool:
     return torch.cuda.is_available() and trainer_cfg.accelerator in ("auto", "gpu", "cuda")
 
@@ -385,8 +401,9 @@ class Run:
         if only is not None and only not in self.config.stages:
             raise AtstSedError(f"no stage {only!r} in the recipe (stages: {', '.join(self.config.stages)})")
         self.dir.mkdir(parents=True, exist_ok=True)
-        write_yaml(self.dir / "config.yaml", self.config)
-        self.write_manifest(self._stages_done())
+        if is_main_process():
+            write_yaml(self.dir / "config.yaml", self.config)
+            self.write_manifest(self._stages_done())
         results: dict[str, dict[str, Any]] = {}
         for name in self.config.stages:
             if only is not None and name != only:
@@ -403,7 +420,7 @@ class Run:
 
     def _fresh_stage_dir(self, name: str, resume: bool) -> Path:
         sdir = self.dir / name
-        if sdir.exists() and not resume:
+        if sdir.exists() and not resume and is_main_process():
             shutil.rmtree(sdir)
         sdir.mkdir(parents=True, exist_ok=True)
         return sdir
@@ -412,18 +429,23 @@ class Run:
         st = self.config.stages[name]
         cfg = stage_config(self.config, name)
         sdir = self._fresh_stage_dir(name, resume)
-        write_yaml(sdir / "config.yaml", cfg)
+        main = is_main_process()
+        if main:
+            write_yaml(sdir / "config.yaml", cfg)
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         start = time.perf_counter()
         log.info("stage %s (%s) → %s", name, st.kind, sdir)
         if st.kind == "test":
+            if not main:  # testing runs in one process; the other ranks have nothing to do
+                return {"stage": name, "kind": "test"}
             metrics = self.test_stage(name, cfg)
             model = None
         else:
             metrics, model = self.train_stage(name, cfg, resume)
         metrics["seconds"] = round(time.perf_counter() - start, 1)
-        write_json(sdir / "metrics.json", metrics)  # last: marks the stage as finished
-        self.write_manifest(self._stages_done(), model)
+        if main:
+            write_json(sdir / "metrics.json", metrics)  # last: marks the stage as finished
+            self.write_manifest(self._stages_done(), model)
         return metrics
 
     # ------------------------------------------------------------------ models of earlier stages
@@ -570,6 +592,8 @@ class Run:
         if ckpt_path:
             log.info("resuming stage %s from %s", name, ckpt_path)
         trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path)
+        # every rank waits for rank 0's checkpoint exports: later stages start from them
+        trainer.strategy.barrier(f"{name}-exported")
         if trainer.interrupted:
             raise AtstSedError(f"stage {name} was interrupted; continue with --resume (state in {last})")
         n_all, n_train = count_parameters(task.model)

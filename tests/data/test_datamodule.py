@@ -13,7 +13,7 @@ import torch
 
 from atst_sed.data import DataConfig, SEDDataModule
 from atst_sed.data.corpus import SETS
-from atst_sed.data.datasets import ClipDataset, ProportionalBatchSampler, holdout_split, split_batch
+from atst_sed.data.datasets import ClipDataset, ProportionalBatchSampler, RankShard, holdout_split, split_batch
 from atst_sed.errors import InputError
 from atst_sed.events import read_strong_tsv
 from atst_sed.labels import DESED_CLASSES, ClassMap, events_to_frames
@@ -64,7 +64,10 @@ def test_same_seed_same_batches_across_workers(tiny_corpus):
     sampler.set_epoch(0)
     assert list(sampler) == epoch0
     ranks = [list(ProportionalBatchSampler([10, 20], [2, 2], seed=1, rank=r, world_size=2)) for r in (0, 1)]
-    assert ranks[0] + ranks[1] != [] and sorted(ranks[0] + ranks[1]) == sorted(epoch0)
+    # DDP ranks step in lockstep: 5 batches → 3 per rank, interleaved; the 6th continues the sequence
+    assert [len(r) for r in ranks] == [3, 3] and [b for pair in zip(*ranks) for b in pair][:5] == epoch0
+    shards = [list(RankShard(7, r, 2)) for r in (0, 1)]  # evaluation: every item once over the ranks
+    assert shards == [[0, 2, 4, 6], [1, 3, 5]]
 
 
 def test_eval_sets_in_order_with_valid_lengths(tiny_corpus):
