@@ -36,7 +36,8 @@ class DataConfig:
 
     Attributes:
         root: corpus root written by ``atst-sed prepare synth|dcase22``.
-        batch_size: training clips per batch (all pools together).
+        batch_size: training clips per batch (all pools together), per process under DDP: an
+            epoch holds the same clips on any number of processes, in fewer, larger steps.
         proportions: share of each pool (``strong``, ``weak``, ``unlabeled``) in a training batch;
             a pool with share 0 is not used. Counts are rounded by largest remainders
             (24 × 0.25/0.25/0.5 → 6/6/12).
