@@ -89,9 +89,11 @@ class DataConfig:
 class SEDDataModule(pl.LightningDataModule):
     """Training batches composed from the strong / weak / unlabeled pools in ``config.proportions``
     (pool order inside a batch: strong, weak, unlabeled); validation and test over ``val_set`` /
-    ``test_set`` in manifest order (under DDP each rank validates every world_size-th clip). With ``weak_val_fraction`` > 0 the held-out weak clips leave
-    the weak pool and follow ``val_set`` in the validation loader (``has_strong`` False). Batches are dicts: features (B, 64, 1001) float32, frame_lengths
-    (B,) long, strong (B, 250, C), weak (B, C), has_strong (B,), has_weak (B,), filenames.
+    ``test_set`` in manifest order (under DDP each rank validates every world_size-th clip). With
+    ``weak_val_fraction`` > 0 the held-out weak clips leave the weak pool and follow ``val_set`` in
+    the validation loader (``has_strong`` False). Batches are dicts: features (B, 64, 1001)
+    float32, frame_lengths (B,) long, strong (B, 250, C), weak (B, C), has_strong (B,), has_weak
+    (B,), filenames.
 
     Input problems (missing corpus, malformed or inconsistent TSVs, missing audio) raise
     :class:`~atst_sed.errors.InputError` naming the file and line at :meth:`setup`.
