@@ -129,6 +129,15 @@ def test_cuda_bf16_matches_cpu(model, wave):
     np.testing.assert_allclose(gpu, cpu, atol=0.05)
 
 
+def test_bf16_autocast_path_is_close_to_float32(model, wave):
+    """`--precision bf16` (the GPU default) through the same code on CPU: float32 frontend, bf16 encoder."""
+    fp32 = Detector(model, CLASSES, device="cpu").scores_audio(wave, "x")
+    bf16 = Detector(model, CLASSES, device="cpu", precision="bf16").scores_audio(wave, "x")
+    assert bf16.probs.dtype == fp32.probs.dtype == np.float32 and bf16.probs.shape == fp32.probs.shape
+    np.testing.assert_allclose(bf16.probs, fp32.probs, atol=0.05)
+    assert not np.array_equal(bf16.probs, fp32.probs)  # bf16 really ran
+
+
 def test_recordings_of_different_lengths_share_batches_exactly(model, wave):
     """Several files scored together (padded, masked windows) equal each file scored alone."""
     det = Detector(model, CLASSES, device="cpu", batch_size=4)

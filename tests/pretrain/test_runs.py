@@ -99,6 +99,21 @@ def test_frame_run_schedules_ema_export_and_resume(wav_dir, tmp_path):
     assert len([r for r in read_metrics(run, 0) if r.get("train/lr")]) == 3 and [int(r["step"]) for r in read_metrics(run, 1) if r.get("train/lr")] == [3]
 
 
+@pytest.mark.parametrize("method", ["mini", "clip_small"])
+def test_bf16_mixed_pretraining_steps_keep_float32_weights(method, wav_dir, tmp_path):
+    """``bf16-mixed`` (the GPU default) through the same autocast code on CPU, both methods."""
+    run = tmp_path / method
+    small = ["model.encoder=clip_tiny"] if method == "clip_small" else []
+    config = load_pretrain_config(method, [f"data.source={wav_dir}", f"output_dir={run}", "optim.max_steps=2",
+                                           "trainer.precision=bf16-mixed", "trainer.accelerator=cpu", "trainer.devices=1",
+                                           "trainer.strategy=auto", *small, *FAST])
+    loaded = load_checkpoint(run_pretraining(config))
+    assert loaded.meta["global_step"] == 2
+    assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in loaded.encoder.state_dict().values())
+    rows = [r for r in read_metrics(run) if r.get("train/loss")]
+    assert len(rows) == 2 and all(np.isfinite(float(r["train/loss"])) and float(r["std/teacher"]) > 0 for r in rows)
+
+
 def test_the_progress_bar_counts_steps_not_unbounded_epochs(wav_dir, tmp_path):
     config = load_pretrain_config("mini", [f"data.source={wav_dir}", "optim.max_steps=100"])
     trainer = build_trainer(config, tmp_path)

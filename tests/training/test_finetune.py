@@ -163,6 +163,29 @@ def test_weak_macro_f1_matches_sklearn_and_torchmetrics():
     assert weak_macro_f1(torch.zeros(2, 3), torch.zeros(2, 3)) == 0.0
 
 
+def test_bf16_mixed_precision_keeps_float32_weights_and_float32_losses(tmp_path):
+    """Lightning's ``bf16-mixed`` (the GPU default) through the same autocast code on CPU."""
+    dtypes = []
+
+    class _Spy(pl.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            self._hook = module.model.head.linear.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            self._hook.remove()
+            dtypes.append(outputs["loss"].dtype)
+
+    task = SEDTask(_model(2), TaskConfig(), OptimConfig(lr=0.05, warmup_epochs=0.0))
+    before = task.model.encoder.blocks[-1].mlp.fc1.weight.detach().clone()
+    trainer = _trainer(tmp_path, 1, callbacks=[_Spy()], precision="bf16-mixed")
+    trainer.fit(task, tiny_loader(12, 6))
+    assert dtypes == [torch.bfloat16, torch.float32] * 2  # bf16 matmuls, float32 loss, 2 steps
+    assert all(p.dtype == torch.float32 for p in task.model.parameters())
+    after = task.model.encoder.blocks[-1].mlp.fc1.weight
+    assert torch.isfinite(after).all() and not torch.equal(after, before)
+    assert np.isfinite(float(trainer.callback_metrics["train/loss_epoch"]))
+
+
 def test_resume_gives_the_same_weights_as_training_straight(tmp_path):
     def make():
         torch.manual_seed(1)
