@@ -16,6 +16,7 @@ COLUMNS = (  # (metric, header)
     ("psds1_sed_scores_eval", "PSDS1*"),
     ("psds2_sed_scores_eval", "PSDS2*"),
     ("event_f1_macro", "event F1"),
+    ("segment_f1_macro", "segment F1"),
     ("intersection_f1_macro", "inters. F1"),
 )
 
@@ -28,8 +29,8 @@ def register(subparsers) -> None:
             "Summarise the test results of `atst-sed train` run folders, e.g. three seeds of a "
             "recipe (DCASE reports the mean and spread of independent trainings): one row per "
             "stage and model (student / teacher) with the mean ± sample standard deviation over "
-            "the runs of PSDS1, PSDS2 (psds_eval and sed_scores_eval), event-based and "
-            "intersection-based macro F1."
+            "the runs of PSDS1, PSDS2 (psds_eval and sed_scores_eval), event-based, segment-based "
+            "and intersection-based macro F1."
         ),
         epilog="example: for s in 1 2 3; do atst-sed train recipes/dcase22 seed=$s name=dcase22_s$s; done\n"
                "         atst-sed report runs/dcase22_s1 runs/dcase22_s2 runs/dcase22_s3 --csv summary.csv",

@@ -27,6 +27,7 @@ METRICS: dict[str, tuple[str, ...]] = {
     "psds1_sed_scores_eval": ("psds1_sed_scores_eval",),
     "psds2_sed_scores_eval": ("psds2_sed_scores_eval",),
     "event_f1_macro": ("event_f1", "macro"),
+    "segment_f1_macro": ("segment_f1", "macro"),
     "intersection_f1_macro": ("intersection_f1", "macro"),
 }
 

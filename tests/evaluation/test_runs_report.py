@@ -14,7 +14,8 @@ from atst_sed.evaluation.runs import collect_test_results, summarize
 
 def _metrics(psds1: float, psds2: float) -> dict:
     return {"psds1": psds1, "psds2": psds2, "psds1_sed_scores_eval": psds1 + 0.01, "psds2_sed_scores_eval": psds2 + 0.01,
-            "event_f1": {"macro": psds1 / 2, "micro": 0.0}, "intersection_f1": {"macro": psds2 / 2}}
+            "event_f1": {"macro": psds1 / 2, "micro": 0.0}, "segment_f1": {"macro": psds2 / 3},
+            "intersection_f1": {"macro": psds2 / 2}}
 
 
 def _run(root, name: str, seed: int, frame: tuple[float, float], student: tuple[float, float],
@@ -56,6 +57,7 @@ def test_mean_and_sample_std_per_stage_and_model_in_run_order(three_seeds):
     assert student["psds2_sed_scores_eval_mean"] == pytest.approx(0.61)
     assert student["event_f1_macro_mean"] == pytest.approx(0.175)
     assert student["intersection_f1_macro_mean"] == pytest.approx(0.30)
+    assert student["segment_f1_macro_std"] == pytest.approx(statistics.stdev([0.60 / 3, 0.62 / 3, 0.58 / 3]))
     one = summarize(collect_test_results(three_seeds[:1])[1])
     assert one["psds1_mean"].iloc[1] == pytest.approx(0.34) and pd.isna(one["psds1_std"].iloc[1])  # one run: no spread
 

@@ -13,7 +13,9 @@ from atst_sed.cli.main import main
 from atst_sed.config import read_yaml, to_dict
 from atst_sed.evaluation.runs import collect_test_results
 from atst_sed.labels import DESED_CLASSES
-from atst_sed.models.checkpoint import load_checkpoint
+from atst_sed.features import FrontendConfig
+from atst_sed.models.checkpoint import load_checkpoint, save_checkpoint
+from atst_sed.models.encoder import ATSTEncoder
 from atst_sed.training.pretrain_run import load_pretrain_config
 from atst_sed.training.run import CONFIG_DIR, Run, RunConfig, build_model, load_recipe
 
@@ -35,6 +37,21 @@ def test_the_mini_pretraining_exports_the_frame_architecture_of_the_mini_recipe(
     frame = build_model(recipe.models["frame"], list(DESED_CLASSES)).encoder.config
     assert {k: v for k, v in pretrained.to_dict().items() if k != "drop_path"} == {
         k: v for k, v in frame.to_dict().items() if k != "drop_path"}
+
+
+def test_linear_evaluation_recipe_trains_the_head_of_a_frozen_pretrained_encoder(tiny_corpus, tmp_path):
+    # recipes/mini_probe: an `atst-sed pretrain` export (here a random one) stays bit-exact
+    encoder = ATSTEncoder(load_pretrain_config("mini").model.encoder_config())
+    save_checkpoint(tmp_path / "teacher_encoder.ckpt", encoder, frontend=FrontendConfig())
+    code = main(["train", str(REPO / "recipes" / "mini_probe"), f"data.root={tiny_corpus}", "--root-dir", str(tmp_path),
+                 f"models.frame.encoder={tmp_path / 'teacher_encoder.ckpt'}", *FAST])
+    assert code == 0
+    metrics = json.loads((tmp_path / "mini_probe" / "finetune_frame" / "metrics.json").read_text())
+    assert metrics["monitor"] == "val/loss" and metrics["n_trainable_parameters"] == 2 * (64 * 10 + 10)
+    trained = load_checkpoint(tmp_path / "mini_probe" / "finetune_frame" / "checkpoints" / "best.ckpt").model
+    for key, value in encoder.state_dict().items():
+        assert torch.equal(trained.encoder.state_dict()[key], value), key
+    assert (tmp_path / "mini_probe" / "test" / "student" / "metrics.json").is_file()
 
 
 def test_every_stage_of_the_mini_recipe_runs_and_the_run_folder_describes_itself(tiny_corpus, tmp_path):
