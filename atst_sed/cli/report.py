@@ -26,11 +26,11 @@ def register(subparsers) -> None:
         "report",
         help="test results of several runs (e.g. seeds): mean ± std per stage and model",
         description=(
-            "Summarise the test results of `atst-sed train` run folders, e.g. three seeds of a "
-            "recipe (DCASE reports the mean and spread of independent trainings): one row per "
-            "stage and model (student / teacher) with the mean ± sample standard deviation over "
-            "the runs of PSDS1, PSDS2 (psds_eval and sed_scores_eval), event-based, segment-based "
-            "and intersection-based macro F1."
+            "Summarise the test results of `atst-sed train` run folders, e.g. three seeds of a\n"
+            "recipe (DCASE reports the mean and spread of independent trainings): one row per\n"
+            "stage and model (student / teacher) with the mean ± sample standard deviation over\n"
+            "the runs of PSDS1, PSDS2 (psds_eval and sed_scores_eval) and the event-based,\n"
+            "segment-based and intersection-based macro F1."
         ),
         epilog="example: for s in 1 2 3; do atst-sed train recipes/dcase22 seed=$s name=dcase22_s$s; done\n"
                "         atst-sed report runs/dcase22_s1 runs/dcase22_s2 runs/dcase22_s3 --csv summary.csv",
