@@ -26,6 +26,8 @@ METRICS: dict[str, tuple[str, ...]] = {
     "psds2": ("psds2",),
     "psds1_sed_scores_eval": ("psds1_sed_scores_eval",),
     "psds2_sed_scores_eval": ("psds2_sed_scores_eval",),
+    "psds1_sed_scores_eval_raw": ("psds1_sed_scores_eval_raw",),  # unprocessed scores
+    "psds2_sed_scores_eval_raw": ("psds2_sed_scores_eval_raw",),
     "event_f1_macro": ("event_f1", "macro"),
     "segment_f1_macro": ("segment_f1", "macro"),
     "intersection_f1_macro": ("intersection_f1", "macro"),

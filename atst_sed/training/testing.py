@@ -123,7 +123,8 @@ def write_test_outputs(
     scores thresholded), ``scores/<clip>.tsv`` (median-filtered frame scores, sed_scores_eval
     format) and ``scores_raw/<clip>.tsv`` (unprocessed), ``metrics.json`` and ``plots/*.png``
     (PSD-ROC). Returns the metrics: psds1/psds2 and F1 from the operating points (psds_eval,
-    sed_eval), plus ``psds1_sed_scores_eval``/``psds2_sed_scores_eval`` (threshold-free).
+    sed_eval), plus ``psds1_sed_scores_eval``/``psds2_sed_scores_eval`` (threshold-free) and the
+    same of the unprocessed scores (``…_sed_scores_eval_raw``).
     """
     from atst_sed.evaluation import evaluate_operating_points, plot_psd_roc, threshold_free_psds, write_score_files
     from atst_sed.evaluation.scores import score_dataframe
@@ -145,16 +146,17 @@ def write_test_outputs(
         warnings.simplefilter("ignore")
         result = evaluate_operating_points(preds, gt, dur, classes, plot_dir=plots)
         metrics: dict[str, Any] = {k: _json_ready(v) for k, v in result.items() if k not in ("plots", "classes")}
-        if threshold_free:
-            frames = {k: score_dataframe(v, classes, TOKEN_SECONDS) for k, v in filtered.items()}
-            for scenario in ("psds1", "psds2"):
-                try:
-                    res = threshold_free_psds(frames, gt, dur, scenario)
-                except ValueError as err:  # e.g. no ground-truth event among the scored clips
-                    log.warning("threshold-free %s skipped: %s", scenario, err)
-                    continue
-                metrics[f"{scenario}_sed_scores_eval"] = float(res.value)
-                plot_psd_roc(res, plots / f"psd_roc_{scenario}_sed_scores_eval.png")
+        if threshold_free:  # post-processed scores, and the unprocessed ones (DCASE 2023+ reports both)
+            for suffix, chosen in (("", filtered), ("_raw", scores)):
+                frames = {k: score_dataframe(v, classes, TOKEN_SECONDS) for k, v in chosen.items()}
+                for scenario in ("psds1", "psds2"):
+                    try:
+                        res = threshold_free_psds(frames, gt, dur, scenario)
+                    except ValueError as err:  # e.g. no ground-truth event among the scored clips
+                        log.warning("threshold-free %s skipped: %s", scenario, err)
+                        continue
+                    metrics[f"{scenario}_sed_scores_eval{suffix}"] = float(res.value)
+                    plot_psd_roc(res, plots / f"psd_roc_{scenario}_sed_scores_eval{suffix}.png")
     metrics["n_clips"] = len(scores)
     metrics["n_thresholds"] = int(n_thresholds)
     metrics["median_filter"] = median_filter if isinstance(median_filter, int) else list(median_filter)

@@ -12,8 +12,8 @@ import torch
 from atst_sed.cli.main import main
 from atst_sed.config import read_yaml, to_dict
 from atst_sed.evaluation.runs import collect_test_results
-from atst_sed.labels import DESED_CLASSES
 from atst_sed.features import FrontendConfig
+from atst_sed.labels import DESED_CLASSES
 from atst_sed.models.checkpoint import load_checkpoint, save_checkpoint
 from atst_sed.models.encoder import ATSTEncoder
 from atst_sed.training.pretrain_run import load_pretrain_config
@@ -93,6 +93,7 @@ def test_every_stage_of_the_mini_recipe_runs_and_the_run_folder_describes_itself
         assert list((out / "plots").glob("*.png"))
         m = json.loads((out / "metrics.json").read_text())
         assert 0.0 <= m["psds1"] <= 1.0 and 0.0 <= m["psds2"] <= 1.0 and m["n_operating_points"] == 50
+        assert {"psds1_sed_scores_eval", "psds1_sed_scores_eval_raw", "psds2_sed_scores_eval_raw"} <= set(m)
     teacher = load_checkpoint(run / "finetune_clip" / "checkpoints" / "best.ckpt").model
     student = load_checkpoint(run / "distill_c2f" / "checkpoints" / "best.ckpt").model
     assert teacher.encoder.config.variant == "clip" and student.encoder.config.variant == "frame"
