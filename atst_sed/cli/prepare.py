@@ -1,4 +1,5 @@
-"""``atst-sed prepare synth|dcase22``: build the offline synthetic corpus or prepare real DESED."""
+"""``atst-sed prepare synth|dcase22|custom``: build the offline synthetic corpus, prepare real
+DESED, or turn your own labelled audio into a corpus."""
 
 from __future__ import annotations
 
@@ -38,6 +39,22 @@ def register(subparsers) -> None:
     d.add_argument("--jobs", type=int, default=None, help="parallel workers (default: all cores)")
     d.set_defaults(func=run_dcase22)
 
+    c = corpora.add_parser(
+        "custom", help="your own labelled audio (any classes, rates, formats) → the same layout",
+        description="Build a corpus from your own data: DESED-format label TSVs (strong: filename onset "
+        "offset event_label; weak: filename event_labels) with the audio folders their file names are "
+        "relative to. Give any of the parts; train with recipes/custom (see its README).",
+    )
+    c.add_argument("--root", required=True, help="output corpus folder")
+    c.add_argument("--classes", required=True, help="class names: comma-separated, or a text file with one per line")
+    for part, what in (("strong", "strong-labelled training clips"), ("weak", "weakly labelled training clips"),
+                       ("validation", "strong-labelled validation clips (model selection)"),
+                       ("test", "strong-labelled test clips")):
+        c.add_argument(f"--{part}", nargs=2, metavar=("TSV", "AUDIO_DIR"), help=what)
+    c.add_argument("--unlabeled", metavar="AUDIO_DIR", help="unlabelled clips: every audio file below the folder")
+    c.add_argument("--jobs", type=int, default=None, help="parallel workers (default: all cores)")
+    c.set_defaults(func=run_custom)
+
 
 def _progress(description: str):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -73,5 +90,18 @@ def run_dcase22(args: argparse.Namespace) -> int:
     progress, update = _progress("verify dcase22" if args.only_verify else "resample dcase22 → 16 kHz")
     with progress:
         report = prepare_dcase22(args.root, jobs=args.jobs, only_verify=args.only_verify, progress=update)
+    print(json.dumps(report, indent=2, sort_keys=True))
+    return 0
+
+
+def run_custom(args: argparse.Namespace) -> int:
+    from atst_sed.data.custom import prepare_custom, read_classes
+
+    parts = {part: tuple(getattr(args, part)) for part in ("strong", "weak", "validation", "test") if getattr(args, part)}
+    if args.unlabeled:
+        parts["unlabeled"] = (None, args.unlabeled)
+    progress, update = _progress("prepare custom → 16 kHz")
+    with progress:
+        report = prepare_custom(args.root, read_classes(args.classes), parts, jobs=args.jobs, progress=update)
     print(json.dumps(report, indent=2, sort_keys=True))
     return 0

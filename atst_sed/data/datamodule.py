@@ -21,7 +21,7 @@ from atst_sed.data.datasets import (
     holdout_split,
     split_batch,
 )
-from atst_sed.errors import AtstSedError
+from atst_sed.errors import AtstSedError, InputError
 from atst_sed.features import FrontendConfig
 from atst_sed.labels import DESED_CLASSES, ClassMap
 
@@ -54,7 +54,8 @@ class DataConfig:
         val_batch_size: batch size for validation / test (``None``: ``batch_size``).
         num_workers: DataLoader worker processes (features are computed in them).
         seed: seeds batch composition and crops (same seed → same batches).
-        classes: class order (``None``: the 10 DESED classes).
+        classes: class order (``None``: the corpus's classes from ``manifests/index.json``, e.g.
+            of ``prepare custom``; the 10 DESED classes for DESED and the synthetic corpus).
         frontend: overrides of :class:`~atst_sed.features.FrontendConfig` fields.
     """
 
@@ -86,6 +87,15 @@ class DataConfig:
                 raise ValueError(f"data: unknown set {name!r}; known: {', '.join(SETS)}")
 
 
+def corpus_classes(root: str | Path) -> list[str] | None:
+    """The class list a corpus declares in ``manifests/index.json`` (None if it has none yet)."""
+    try:
+        classes = read_index(root).get("classes")
+    except InputError:
+        return None
+    return list(classes) if classes else None
+
+
 class SEDDataModule(pl.LightningDataModule):
     """Training batches composed from the strong / weak / unlabeled pools in ``config.proportions``
     (pool order inside a batch: strong, weak, unlabeled); validation and test over ``val_set`` /
@@ -102,7 +112,7 @@ class SEDDataModule(pl.LightningDataModule):
     def __init__(self, config: DataConfig):
         super().__init__()
         self.config = config
-        self.classes: tuple[str, ...] = tuple(config.classes or DESED_CLASSES)
+        self.classes: tuple[str, ...] = tuple(config.classes or corpus_classes(config.root) or DESED_CLASSES)
         self.class_map = ClassMap(self.classes)
         self.frontend_config = FrontendConfig(**config.frontend)
         self._datasets: dict[str, ClipDataset] = {}

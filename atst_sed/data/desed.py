@@ -148,7 +148,9 @@ def _check_16k(path: Path) -> tuple[int, str]:
     return int(info.frames), ""
 
 
-def _resample_one(task: tuple[str, str, str, str, bool]) -> ClipStatus:
+def convert_clip(task: tuple[str, str, str, str, bool]) -> ClipStatus:
+    """``(set, filename, source path, 16 kHz target path, verify_only)`` → the clip's status; the
+    target is written (16 kHz mono PCM-16, atomically) unless it is already there or ``verify_only``."""
     set_name, filename, source, target, verify_only = task
     target_path = Path(target)
     samples, reason = _check_16k(target_path)
@@ -169,6 +171,35 @@ def _resample_one(task: tuple[str, str, str, str, bool]) -> ClipStatus:
     with atomic_path(target_path) as tmp:
         sf.write(tmp, wave, SR, subtype="PCM_16", format="WAV")
     return ClipStatus(set_name, filename, "resampled", "", int(wave.shape[0]))
+
+
+def convert_clips(tasks: list[tuple[str, str, str, str, bool]], jobs: int | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> list[ClipStatus]:
+    """:func:`convert_clip` over ``tasks`` in ``jobs`` processes (default: all cores), in order."""
+    jobs = max(1, jobs or (os.cpu_count() or 1))
+    statuses: list[ClipStatus] = []
+    if jobs == 1 or len(tasks) < 16:
+        for task in tasks:
+            statuses.append(convert_clip(task))
+            if progress:
+                progress(len(statuses), len(tasks))
+        return statuses
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        for status in pool.map(convert_clip, tasks, chunksize=16):
+            statuses.append(status)
+            if progress:
+                progress(len(statuses), len(tasks))
+    return statuses
+
+
+def write_missing_files(root: Path, statuses: list[ClipStatus]) -> list[ClipStatus]:
+    """``ROOT/missing_files.tsv`` (set, filename, reason) of the missing clips; returns them."""
+    missing = sorted((s for s in statuses if s.status == "missing"), key=lambda s: (s.set_name, s.filename))
+    atomic_write_text(
+        root / "missing_files.tsv",
+        "set\tfilename\treason\n" + "".join(f"{s.set_name}\t{s.filename}\t{s.reason}\n" for s in missing),
+    )
+    return missing
 
 
 def _listed_files(root: Path, set_name: str) -> list[str] | None:
@@ -230,19 +261,7 @@ def prepare_dcase22(
         for name, files in listed.items()
         for f in files
     ]
-    jobs = max(1, jobs or (os.cpu_count() or 1))
-    statuses: list[ClipStatus] = []
-    if jobs == 1 or len(tasks) < 16:
-        for task in tasks:
-            statuses.append(_resample_one(task))
-            if progress:
-                progress(len(statuses), len(tasks))
-    else:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            for status in pool.map(_resample_one, tasks, chunksize=16):
-                statuses.append(status)
-                if progress:
-                    progress(len(statuses), len(tasks))
+    statuses = convert_clips(tasks, jobs, progress)
     report_sets: dict[str, dict[str, int]] = {}
     for name in listed:
         mine = [s for s in statuses if s.set_name == name]
@@ -259,11 +278,7 @@ def prepare_dcase22(
             "resampled": sum(s.status == "resampled" for s in mine),
             "missing": len(mine) - len(present),
         }
-    missing = sorted((s for s in statuses if s.status == "missing"), key=lambda s: (s.set_name, s.filename))
-    atomic_write_text(
-        root / "missing_files.tsv",
-        "set\tfilename\treason\n" + "".join(f"{s.set_name}\t{s.filename}\t{s.reason}\n" for s in missing),
-    )
+    missing = write_missing_files(root, statuses)
     write_index(root, listed, {"classes": list(DESED_CLASSES), "corpus": "dcase22"})
     body = write_fingerprint(root, listed, len(missing), {"corpus": "dcase22"})
     for name, counts in report_sets.items():
