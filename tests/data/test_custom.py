@@ -4,6 +4,8 @@ sub-folders) become a corpus that `atst-sed train recipes/custom` trains on and 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -138,3 +140,12 @@ def test_train_recipes_custom_and_detect_with_the_users_classes(custom_corpus, t
     events = pd.read_csv(tmp_path / "events.csv")
     assert len(events) and set(events["event_label"]) <= set(CLASSES)
     assert torch.load(tmp_path / "custom" / "finetune_frame" / "checkpoints" / "best.ckpt", weights_only=True)["classes"] == CLASSES
+
+
+def test_the_data_prep_script_is_the_cli(tmp_path, user_data):
+    script = REPO / "data_prep" / "prepare_custom.py"
+    done = subprocess.run([sys.executable, str(script), "--root", str(tmp_path / "c"), "--classes", ",".join(CLASSES),
+                           "--test", str(user_data[1]["test"][0]), str(user_data[1]["test"][1]), "--jobs", "1"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["sets"]["test"]["present"] == 12
