@@ -180,7 +180,7 @@ class SEDTask(pl.LightningModule):
             block.eval()
         self._lr: np.ndarray | None = None
         self._val_scores: dict[str, np.ndarray] = {}
-        self._val_loss: list[tuple[float, int]] = []
+        self._val_loss: list[Tensor] = []  # per batch: strong BCE sum, its count, weak BCE sum, its count
         self._val_weak: list[tuple[Tensor, Tensor]] = []
 
     # ----------------------------------------------------------------- modes
@@ -314,10 +314,12 @@ class SEDTask(pl.LightningModule):
         has_strong = batch.get("has_strong", torch.ones(out.frame_probs.shape[0], dtype=torch.bool, device=self.device))
         has_weak = batch.get("has_weak", has_strong)
         sup = supervised_loss(out, batch["strong"], batch["weak"], has_strong, has_weak, valid, weak_on_strong_clips=True)
-        self._val_loss.append((float(sup.total), int(out.frame_probs.shape[0])))
-        weak_only = (has_weak & ~has_strong).cpu()
+        # sums and counts, so that the epoch's loss does not depend on how clips fall into batches
+        self._val_loss.append(torch.stack([sup.strong.detach() * sup.strong_count, sup.strong_count,
+                                           sup.weak.detach() * sup.weak_count, sup.weak_count]).double())
+        weak_only = has_weak & ~has_strong
         if weak_only.any():  # held-out weak clips: clip-level F1 only
-            self._val_weak.append((out.clip_probs[weak_only.to(out.clip_probs.device)].float().cpu(), batch["weak"][weak_only].float().cpu()))
+            self._val_weak.append((out.clip_probs[weak_only].float().cpu(), batch["weak"][weak_only].float().cpu()))
         if self.evaluator is not None:
             probs = out.frame_probs.float().cpu().numpy()
             n_valid = valid.sum(dim=1).cpu().numpy()
@@ -326,30 +328,33 @@ class SEDTask(pl.LightningModule):
                     self._val_scores[name] = p[: int(n)]
 
     def on_validation_epoch_end(self) -> None:
-        # summed over the ranks' shares of the validation set: the mean over every clip
-        sums = torch.tensor([sum(l * n for l, n in self._val_loss), sum(n for _, n in self._val_loss)],
-                            dtype=torch.float64, device=self.device)
-        sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
-        self.log("val/loss", float(sums[0] / sums[1].clamp(min=1)), prog_bar=True, rank_zero_only=False)
-        if self._val_weak:
-            probs, targets = (torch.cat(parts) for parts in zip(*self._val_weak))
-            if self.trainer.world_size > 1:
-                gathered: list = [None] * self.trainer.world_size
-                torch.distributed.all_gather_object(gathered, (probs, targets))
-                probs, targets = torch.cat([g[0] for g in gathered]), torch.cat([g[1] for g in gathered])
+        # frame BCE over every strong frame + clip BCE over every weakly labelled clip, all ranks' shares
+        sums = torch.stack(self._val_loss).sum(0) if self._val_loss else torch.zeros(4, dtype=torch.float64, device=self.device)
+        s_sum, s_n, w_sum, w_n = self.trainer.strategy.reduce(sums, reduce_op="sum")
+        loss = s_sum / s_n.clamp(min=1) + w_sum / w_n.clamp(min=1)
+        self.log("val/loss", float(loss), prog_bar=True, rank_zero_only=False)
+        # Every rank takes part in every gather (a rank's share may hold no weak or no strong clip).
+        weak = [pair for part in self._from_all_ranks(self._val_weak) for pair in part]
+        if weak:
+            probs, targets = (torch.cat(parts) for parts in zip(*weak))
             self.log("val/weak_f1", weak_macro_f1(probs, targets), sync_dist=False, rank_zero_only=False)
-        if self.evaluator is None or not self._val_scores:
+        if self.evaluator is None:
             return
-        scores = self._val_scores
-        if self.trainer.world_size > 1:  # every rank gathers all clips, so every rank logs the same PSDS
-            gathered: list[dict[str, np.ndarray]] = [None] * self.trainer.world_size  # type: ignore[list-item]
-            torch.distributed.all_gather_object(gathered, scores)
-            scores = {k: v for part in gathered for k, v in part.items()}
-        if self.trainer.sanity_checking:
+        # every rank gathers all clips, so every rank logs the same PSDS
+        scores = {k: v for part in self._from_all_ranks(self._val_scores) for k, v in part.items()}
+        if self.trainer.sanity_checking or not scores:
             return
         metrics = self.evaluator(scores)
         for name, value in metrics.items():
             self.log(f"val/{name}", float(value), prog_bar=name in ("psds1", "psds2"), sync_dist=False, rank_zero_only=False)
+
+    def _from_all_ranks(self, obj: Any) -> list[Any]:
+        """``obj`` of every rank (``[obj]`` without DDP); a collective call under DDP."""
+        if self.trainer.world_size == 1:
+            return [obj]
+        gathered: list[Any] = [None] * self.trainer.world_size
+        torch.distributed.all_gather_object(gathered, obj)
+        return gathered
 
     # ----------------------------------------------------------------- resume
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

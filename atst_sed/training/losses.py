@@ -37,6 +37,8 @@ class SupervisedLoss(NamedTuple):
     total: Tensor  # strong_weight · strong + weak_weight · weak
     strong: Tensor  # mean frame BCE over strong clips' valid frames and classes
     weak: Tensor  # mean clip BCE over weak clips and classes
+    strong_count: Tensor  # entries behind ``strong`` (valid frames × classes of strong clips)
+    weak_count: Tensor  # entries behind ``weak`` (weak clips × classes)
 
 
 def supervised_loss(
@@ -66,14 +68,16 @@ def supervised_loss(
         target = torch.where(frame_mask, target, torch.zeros_like(target))
         strong_bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
         strong_loss = _masked_mean(strong_bce, frame_mask)
+        strong_count = frame_mask.expand_as(strong_bce).sum().to(strong_bce.dtype)
 
         clip_probs = output.clip_probs.float()
         weak_rows = has_weak if weak_on_strong_clips else has_weak & ~has_strong
         weak_target = torch.where(weak_rows[:, None], weak.float().to(clip_probs.device), torch.zeros_like(clip_probs))
         weak_bce = F.binary_cross_entropy(clip_probs, weak_target, reduction="none")
         weak_loss = _masked_mean(weak_bce, weak_rows[:, None])
+        weak_count = weak_rows[:, None].expand_as(weak_bce).sum().to(weak_bce.dtype)
         total = strong_weight * strong_loss + weak_weight * weak_loss
-    return SupervisedLoss(total, strong_loss, weak_loss)
+    return SupervisedLoss(total, strong_loss, weak_loss, strong_count, weak_count)
 
 
 def distillation_loss(

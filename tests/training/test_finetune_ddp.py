@@ -126,8 +126,9 @@ def test_two_process_ddp_finetuning_run(tiny_corpus, tmp_path):
                                              "final": {"kind": "test"}})
     (tmp_path / "launch.py").write_text(LAUNCHER)
     probe = tmp_path / "probe"
+    # one held-out weak clip (of 12): only rank 0's share of the validation set holds it
     out = launch(["launch.py", "train", str(recipe), f"data.root={tiny_corpus}", *TINY, "data.epoch_length=4",
-                  "trainer.max_epochs=2", "--root-dir", str(tmp_path / "runs")], tmp_path, probe)
+                  "trainer.max_epochs=2", "data.weak_val_fraction=0.1", "--root-dir", str(tmp_path / "runs")], tmp_path, probe)
     run = tmp_path / "runs" / "ddp"
     records = probe_records(probe)
 
@@ -154,6 +155,7 @@ def test_two_process_ddp_finetuning_run(tiny_corpus, tmp_path):
     for a, b in zip(validations[0], validations[1]):
         assert [Path(c).name for c in a["clips"]] == [Path(c).name for c in b["clips"]] == val_clips
         assert a["metrics"] == b["metrics"]
+    assert "weak_f1" in metrics["val"]
     best_validation = validations[0][metrics["best_epoch"]]["metrics"]
     assert {k: metrics["val"][k] for k in best_validation} == pytest.approx(best_validation)
     # ... and the exported best model, validated by one process, gives the logged metrics

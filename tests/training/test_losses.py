@@ -57,6 +57,7 @@ def test_supervised_loss_matches_hand_computation():
     assert res.strong.item() == pytest.approx(frame_terms.mean(), rel=1e-5)
     assert res.weak.item() == pytest.approx(weak_terms.mean(), rel=1e-5)
     assert res.total.item() == pytest.approx(frame_terms.mean() + weak_terms.mean(), rel=1e-5)
+    assert (res.strong_count.item(), res.weak_count.item()) == (frame_terms.size, weak_terms.size)
 
 
 def test_wrong_targets_on_masked_samples_change_nothing():
