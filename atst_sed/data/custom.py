@@ -29,8 +29,8 @@ from os import PathLike
 from pathlib import Path
 
 from atst_sed.audio import AUDIO_EXTENSIONS
-from atst_sed.data.corpus import SETS, ManifestEntry, write_fingerprint, write_index, write_manifest
-from atst_sed.data.desed import ClipStatus, convert_clips, write_missing_files
+from atst_sed.data.corpus import SETS, write_fingerprint, write_index
+from atst_sed.data.desed import ClipStatus, convert_clips, write_missing_files, write_set_manifests
 from atst_sed.errors import AtstSedError, InputError
 from atst_sed.events import read_strong_tsv, read_weak_tsv, write_durations_tsv
 from atst_sed.fileio import atomic_write_text
@@ -140,11 +140,8 @@ def _rename_first_field(line: str) -> str:
 
 def _write_corpus(root: Path, classes: list[str], set_names: list[str], statuses: list[ClipStatus]) -> dict:
     report: dict[str, dict[str, int]] = {}
-    for name in set_names:
+    for name, (mine, present) in write_set_manifests(root, set_names, statuses).items():
         spec = SETS[name]
-        mine = [s for s in statuses if s.set_name == name]
-        present = [s for s in mine if s.status != "missing"]
-        write_manifest(root, name, (ManifestEntry(s.filename, f"{spec.audio}/{s.filename}", s.num_samples / SR, s.num_samples) for s in present))
         if spec.durations:  # evaluation sets: durations from the audio
             write_durations_tsv(root / spec.durations, {s.filename: s.num_samples / SR for s in present})
         report[name] = {"listed": len(mine), "present": len(present), "missing": len(mine) - len(present)}

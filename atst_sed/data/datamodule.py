@@ -234,7 +234,7 @@ class SEDDataModule(pl.LightningDataModule):
         return self._loader(mixed, batch_sampler=sampler)
 
     def _eval_loader(self, split: str) -> DataLoader:
-        dataset = self.validation_dataset() if split == "val" else self.dataset(self.config.test_set)
+        dataset = self.validation_dataset() if split == "val" else self.dataset(self._split_set(split))
         sampler = None
         rank, world = self._rank_and_world()
         if split == "val" and world > 1:  # each rank validates its share; the task gathers the scores

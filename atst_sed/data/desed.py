@@ -16,7 +16,7 @@ import logging
 import os
 import shutil
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from os import PathLike
@@ -192,6 +192,19 @@ def convert_clips(tasks: list[tuple[str, str, str, str, bool]], jobs: int | None
     return statuses
 
 
+def write_set_manifests(root: Path, set_names: Iterable[str], statuses: list[ClipStatus]) -> dict[str, tuple[list[ClipStatus], list[ClipStatus]]]:
+    """``ROOT/manifests/<set>.tsv`` of each set's converted clips; returns ``{set: (its statuses,
+    the present ones)}``."""
+    out = {}
+    for name in set_names:
+        mine = [s for s in statuses if s.set_name == name]
+        present = [s for s in mine if s.status != "missing"]
+        write_manifest(root, name, (ManifestEntry(s.filename, f"{SETS[name].audio}/{s.filename}", s.num_samples / SR, s.num_samples)
+                                    for s in present))
+        out[name] = (mine, present)
+    return out
+
+
 def write_missing_files(root: Path, statuses: list[ClipStatus]) -> list[ClipStatus]:
     """``ROOT/missing_files.tsv`` (set, filename, reason) of the missing clips; returns them."""
     missing = sorted((s for s in statuses if s.status == "missing"), key=lambda s: (s.set_name, s.filename))
@@ -263,12 +276,7 @@ def prepare_dcase22(
     ]
     statuses = convert_clips(tasks, jobs, progress)
     report_sets: dict[str, dict[str, int]] = {}
-    for name in listed:
-        mine = [s for s in statuses if s.set_name == name]
-        present = [s for s in mine if s.status != "missing"]
-        write_manifest(
-            root, name, (ManifestEntry(s.filename, f"{SETS[name].audio}/{s.filename}", s.num_samples / SR, s.num_samples) for s in present)
-        )
+    for name, (mine, present) in write_set_manifests(root, listed, statuses).items():
         spec = SETS[name]
         if spec.durations and not (root / spec.durations).is_file():
             write_durations_tsv(root / spec.durations, {s.filename: round(s.num_samples / SR, 1) for s in present})

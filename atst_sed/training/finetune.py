@@ -144,10 +144,6 @@ def weak_macro_f1(clip_probs: Tensor, weak_targets: Tensor, threshold: float = 0
     return float((2 * tp[seen] / (2 * tp[seen] + wrong[seen])).mean())
 
 
-def _output_slice(out: SEDOutput, keep: Tensor) -> SEDOutput:
-    return SEDOutput(out.frame_logits[keep], out.frame_probs[keep], out.clip_probs[keep])
-
-
 class SEDTask(pl.LightningModule):
     """Fine-tune a :class:`SEDModel` on strong + weak (+ unlabeled) batches.
 
