@@ -302,9 +302,6 @@ class SourceBank:
     def has(self, label: str) -> bool:
         return bool(self.clips.get(label))
 
-    def max_seconds(self, label: str) -> float:
-        return max(len(x) for _, x in self.clips[label]) / SR
-
     def draw(self, label: str, n: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
         """A segment of at most ``n`` samples of a random recording of ``label`` (unit RMS)."""
         name, x = self.clips[label][int(rng.integers(len(self.clips[label])))]
