@@ -45,3 +45,26 @@ def report_pdf(tmp_path: Path) -> Path:
         pdf.savefig(fig)
         plt.close(fig)
     return path
+
+
+class _Payload:
+    """Unpickling this runs ``Path(marker).touch()``: what a malicious checkpoint would do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.fixture
+def bad_checkpoints(tmp_path: Path) -> dict:
+    """Contents of unusable checkpoint files: ``truncated`` (half of a real ``torch.save`` file) and
+    ``pickle`` (carries :class:`_Payload`, which would create ``marker`` if its code ran)."""
+    import torch
+
+    marker = tmp_path / "payload_ran"
+    good, pickled = tmp_path / "good.ckpt", tmp_path / "pickled.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1000)}, "loops": {}}, good)
+    torch.save({"state_dict": {}, "hyper_parameters": _Payload(marker)}, pickled)
+    return {"truncated": good.read_bytes()[: good.stat().st_size // 2], "pickle": pickled.read_bytes(), "marker": marker}

@@ -1,20 +1,26 @@
-"""``atst-sed train RECIPE_DIR [--stage NAME] [key=value ...] [--resume] [--root-dir RUNS]``."""
+"""``atst-sed train RECIPE [--stage NAME] [key=value ...] [--resume] [--root-dir RUNS] [--print-config]``."""
 
 from __future__ import annotations
 
 import argparse
 
 EPILOG = """\
-A recipe folder holds recipe.yaml (only the differences from configs/finetune/default.yaml) and a
-README.md. Overrides use dotted keys, values in YAML syntax, e.g.
-  atst-sed train recipes/mini trainer.max_epochs=3 data.root=demo/corpus
-  atst-sed train recipes/dcase22 models.frame.encoder=ckpts/atstframe_base.ckpt \\
+RECIPE is a recipe folder (recipe.yaml + README.md), a YAML file, or the name of a shipped recipe
+(mini, mini_probe, dcase22, custom). A recipe holds only its differences from the defaults
+(configs/finetune/default.yaml documents them); a value written ??? must be given on the command line.
+Overrides use dotted keys, values in YAML syntax (1e-3 is a number), e.g.
+  atst-sed train mini trainer.max_epochs=3 data.root=demo/corpus optim.lr=1e-3
+  atst-sed train dcase22 models.frame.encoder=ckpts/atstframe_base.ckpt \\
       models.clip.encoder=ckpts/atst_clip_base.ckpt data.root=data/dcase
+Precedence: defaults < recipe < a stage's overrides < command line (the log says which stage values a
+command-line key replaced); stages.NAME.overrides.KEY=VALUE sets a value for one stage only.
 The run folder is ROOT_DIR/<name> (name: the recipe folder's name unless overridden with name=...):
-config.yaml, manifest.json, <stage>/{checkpoints/best.ckpt,last.ckpt,lightning/,metrics.json,
-tensorboard/,csv/,test/}, test/<student|teacher>/. An existing run folder needs --resume (finished
-stages are skipped, an interrupted one continues from its last checkpoint) or --stage NAME (reruns
-that stage from scratch; with --resume it continues it).
+config.yaml, manifest.json, <stage>/{checkpoints/best.ckpt,last.ckpt,lightning/last.ckpt,metrics.json,
+tensorboard/,csv/,test/}, test/<student|teacher>/. lightning/last.ckpt is written after every epoch:
+--resume continues a run folder from there (finished stages are skipped; an interrupted stage repeats
+only the epoch it was in, and gives the same result as an uninterrupted run). An existing run folder
+needs --resume or --stage NAME (reruns that stage from scratch; with --resume it continues it); a folder
+left by a command that failed before training is reused.
 """
 
 
@@ -26,9 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("recipe", metavar="RECIPE_DIR", help="folder with recipe.yaml (or a YAML file)")
+    p.add_argument("recipe", metavar="RECIPE", help="recipe folder, YAML file, or shipped recipe name (mini, dcase22, …)")
     _add_options(p)
-    # Overrides and options may be mixed in any order after RECIPE_DIR (argparse alone cannot).
+    # Overrides and options may be mixed in any order after RECIPE (argparse alone cannot).
     p.add_argument("overrides", nargs=argparse.REMAINDER, metavar="KEY=VALUE", help="config overrides, e.g. trainer.max_epochs=5")
     p.set_defaults(func=run)
 
@@ -38,6 +44,7 @@ def _add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in its existing folder")
     p.add_argument("--root-dir", default="runs", metavar="RUNS", help="where run folders go (default: runs)")
     p.add_argument("--run-dir", metavar="DIR", help="exact run folder (overrides --root-dir/<name>)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved configuration (YAML) and exit")
 
 
 def _split_rest(args: argparse.Namespace) -> None:
@@ -67,14 +74,16 @@ def _quiet_libraries() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
     from pathlib import Path
 
+    import yaml
     from rich.console import Console
     from rich.table import Table
 
-    from atst_sed.config import deep_merge, parse_overrides, read_yaml
+    from atst_sed.config import read_yaml, to_dict
     from atst_sed.errors import AtstSedError
-    from atst_sed.training.run import Run, build_config, is_main_process, load_recipe, summary_rows
+    from atst_sed.training.run import Run, has_progress, is_main_process, load_recipe, resolve_config, summary_rows
 
     _split_rest(args)
     _quiet_libraries()
@@ -84,12 +93,15 @@ def run(args: argparse.Namespace) -> int:
     config = load_recipe(args.recipe, args.overrides)
     run_dir = Path(args.run_dir) if args.run_dir else Path(args.root_dir) / config.name
     saved = run_dir / "config.yaml"
-    if saved.exists():
+    if saved.exists() and has_progress(run_dir):
         if args.resume:
             # A resumed run keeps its saved configuration; command-line overrides still apply.
-            config = build_config(deep_merge(read_yaml(saved), parse_overrides(args.overrides)), str(saved))
-        elif args.stage is None and is_main_process():  # other DDP ranks find rank 0's new folder
+            config = resolve_config(read_yaml(saved), args.overrides, str(saved))
+        elif args.stage is None and not args.print_config and is_main_process():  # other DDP ranks find rank 0's new folder
             raise AtstSedError(f"run folder {run_dir} already exists; pass --resume to continue it, --stage NAME to rerun one stage, or name=... for a new run")
+    if args.print_config:
+        sys.stdout.write(yaml.safe_dump(to_dict(config), sort_keys=False))
+        return 0
     results = Run(config, run_dir).run(only=args.stage, resume=args.resume)
 
     rows = summary_rows(results)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 import pytorch_lightning as pl
+import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from atst_sed.data.corpus import SETS, read_fingerprint, read_index
@@ -118,6 +119,8 @@ class SEDDataModule(pl.LightningDataModule):
         self._datasets: dict[str, ClipDataset] = {}
         self._weak_parts: dict[str, tuple[ClipDataset, ClipDataset]] = {}
         self._fingerprint: dict | None = None
+        self.train_sampler: ProportionalBatchSampler | None = None
+        self._restored_order: dict[str, Any] | None = None  # from a resume checkpoint, for the next train loader
 
     # ------------------------------------------------------------------ corpus information
     @property
@@ -193,6 +196,8 @@ class SEDDataModule(pl.LightningDataModule):
     # ------------------------------------------------------------------ Lightning hooks
     def setup(self, stage: str | None = None) -> None:
         """Builds (and checks) the datasets the stage needs; cheap when called again."""
+        if stage in (None, "fit"):  # a new fit; Lightning restores a resumed one's batch order after this
+            self._restored_order = None
         self._fingerprint_body()
         if stage in (None, "fit"):
             self._train_parts()
@@ -223,6 +228,8 @@ class SEDDataModule(pl.LightningDataModule):
         return MixedDataset(datasets), per_pool, [*sizes, *counts]
 
     def train_dataloader(self) -> DataLoader:
+        """Training batches of :class:`ProportionalBatchSampler`, starting at epoch 0, or where the
+        checkpoint of a resumed fit left off (:meth:`load_state_dict`)."""
         mixed, per_pool, sizes_counts = self._train_parts()
         n = len(sizes_counts) // 2
         rank, world = self._rank_and_world()
@@ -230,8 +237,30 @@ class SEDDataModule(pl.LightningDataModule):
             sizes_counts[:n], sizes_counts[n:], seed=self.config.seed, epoch_length=self.config.epoch_length,
             rank=rank, world_size=world,
         )
-        log.debug("training batches: %s per batch, %d per epoch", per_pool, sampler.epoch_length)
+        restored, self._restored_order = self._restored_order, None
+        if restored is not None:
+            saved = {k: v for k, v in restored.items() if k != "next_epoch"}
+            if saved != sampler.order():
+                log.warning("the resumed run's training batches differ from the interrupted run's (%s, was %s): "
+                            "it will not repeat the uninterrupted run", sampler.order(), saved)
+            sampler.set_epoch(int(restored["next_epoch"]))
+        self.train_sampler = sampler
+        log.debug("training batches: %s per batch, %d per epoch, from epoch %d", per_pool, sampler.epoch_length, sampler.epoch)
         return self._loader(mixed, batch_sampler=sampler)
+
+    # ------------------------------------------------------------------ resume
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in Lightning checkpoints: the batch order and the epoch the next training epoch draws
+        (the number of training epochs Lightning has processed; a checkpoint written at an epoch's
+        end counts that epoch)."""
+        if self.train_sampler is None or self.trainer is None:
+            return {}
+        done = int(self.trainer.fit_loop.epoch_progress.current.processed)
+        return {"train_batches": {**self.train_sampler.order(), "next_epoch": done}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restores :meth:`state_dict` of a checkpoint for the train loader Lightning requests next."""
+        self._restored_order = state.get("train_batches")
 
     def _eval_loader(self, split: str) -> DataLoader:
         dataset = self.validation_dataset() if split == "val" else self.dataset(self._split_set(split))
@@ -259,6 +288,9 @@ class SEDDataModule(pl.LightningDataModule):
             num_workers=workers,
             collate_fn=FeatureCollate(self.frontend_config),
             persistent_workers=workers > 0,
+            # The loader's own generator: starting its workers must not draw from torch's global
+            # random state, which training restores from a resume checkpoint (dropout, mixup).
+            generator=torch.Generator().manual_seed(int(self.config.seed)),
             **kwargs,
         )
 

@@ -14,6 +14,7 @@ import copy
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -224,9 +225,11 @@ class ProportionalBatchSampler(Sampler[list[tuple[int, int]]]):
     pool runs out. One epoch has ``epoch_length`` batches; by default the number of whole batches
     the *smallest* pool fills (``min_k len(pool_k) // per_batch[k]``, as DESED's sampler), so each
     epoch sees every clip of that pool once. Items are ``(index, seed)``; all randomness comes from
-    ``(seed, epoch)``: the same seed and epoch give the same batches. With ``world_size`` > 1 the
-    ranks take interleaved batches of the same sequence, each ``ceil(epoch_length / world_size)``
-    (use Lightning's ``use_distributed_sampler=False``).
+    ``(seed, epoch)``: the same seed and epoch give the same batches, whatever the number of
+    DataLoader workers. :meth:`set_epoch` chooses the epoch (Lightning never calls it on a batch
+    sampler: :class:`~atst_sed.training.finetune.SEDTask` does, at every training epoch start). With
+    ``world_size`` > 1 the ranks take interleaved batches of the same sequence, each
+    ``ceil(epoch_length / world_size)`` (use Lightning's ``use_distributed_sampler=False``).
     """
 
     def __init__(
@@ -237,6 +240,7 @@ class ProportionalBatchSampler(Sampler[list[tuple[int, int]]]):
         epoch_length: int | None = None,
         rank: int = 0,
         world_size: int = 1,
+        epoch: int = 0,
     ):
         if len(pool_sizes) != len(per_batch):
             raise ValueError("pool_sizes and per_batch differ in length")
@@ -250,11 +254,16 @@ class ProportionalBatchSampler(Sampler[list[tuple[int, int]]]):
         natural = min(s // k for s, k in zip(self.pool_sizes, self.per_batch) if k > 0)
         self.epoch_length = int(epoch_length) if epoch_length else max(1, natural)
         self.rank, self.world_size = int(rank), int(world_size)
-        self.epoch = 0
+        self.epoch = int(epoch)
 
     def set_epoch(self, epoch: int) -> None:
-        """Called by Lightning before each epoch."""
+        """The epoch whose batches the next iteration yields."""
         self.epoch = int(epoch)
+
+    def order(self) -> dict[str, Any]:
+        """What decides the batch sequence besides the epoch (a resumed run checks it is unchanged)."""
+        return {"seed": self.seed, "pool_sizes": list(self.pool_sizes), "per_batch": list(self.per_batch),
+                "epoch_length": self.epoch_length, "world_size": self.world_size}
 
     def __len__(self) -> int:
         """Batches per rank, the same on every rank (DDP ranks step in lockstep): an epoch that does
@@ -274,7 +283,17 @@ class ProportionalBatchSampler(Sampler[list[tuple[int, int]]]):
             item_seeds = rng.integers(0, 2**31 - 1, size=len(batch))
             if step % self.world_size == self.rank:
                 yield [(i, int(s)) for (i, _), s in zip(batch, item_seeds)]
-        self.epoch += 1  # without set_epoch calls, successive epochs still differ
+
+
+def set_sampler_epoch(loaders: Any, epoch: int) -> None:
+    """``set_epoch(epoch)`` on the sampler and batch sampler of every DataLoader in ``loaders`` (one
+    DataLoader, or the list / dict of them that ``Trainer.train_dataloader`` gives)."""
+    if isinstance(loaders, Mapping):
+        loaders = list(loaders.values())
+    for loader in loaders if isinstance(loaders, (list, tuple)) else [loaders]:
+        for sampler in {id(s): s for s in (getattr(loader, "batch_sampler", None), getattr(loader, "sampler", None))}.values():
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(epoch)
 
 
 class RankShard(Sampler[int]):

@@ -54,13 +54,16 @@ _ENCODER_PREFERENCE = [
 _IGNORED_PREFIX_PARTS = ("teacher_module.",)  # the frozen ATST-Clip inside a C2F checkpoint
 
 
-def _load_raw(path: str | PathLike[str]) -> Any:
+def read_checkpoint_file(path: str | PathLike[str], mmap: bool = False) -> Any:
+    """The object in a ``torch.save`` file, read with ``weights_only=True`` (no pickled code runs).
+    ``mmap``: tensors stay on disk until used (a cheap check of a large file). A missing, truncated or
+    corrupt file, or one that carries pickled Python objects → :class:`InputError` naming it."""
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "no such checkpoint file")
     try:
         with torch.serialization.safe_globals(_SAFE_GLOBALS):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
@@ -69,6 +72,8 @@ def _load_raw(path: str | PathLike[str]) -> Any:
             path, f"refusing to load: the checkpoint carries a pickled Python object{what}; only tensors and plain data are accepted"
         ) from None
     except Exception as err:
+        if "zip archive" in str(err) or isinstance(err, EOFError):  # what torch says of a cut-off file
+            raise InputError(path, "not a readable PyTorch checkpoint: truncated or corrupt (an interrupted copy or write?)") from None
         raise InputError(path, f"not a readable PyTorch checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''})") from None
 
 
@@ -205,7 +210,7 @@ def load_checkpoint(
     for published files. ``encoder_prefix`` forces where the encoder weights sit; ``variant``
     (``frame``/``clip``) overrides the layout's guess."""
     path = Path(path)
-    raw = _load_raw(path)
+    raw = read_checkpoint_file(path)
     if isinstance(raw, dict) and raw.get("format") == FORMAT:
         return _load_own(raw, path)
     sd = _flat_state_dict(raw, path)

@@ -1,18 +1,25 @@
-"""Lightning callbacks of the training runs: export our self-describing checkpoints, log epochs,
-show the progress of step-bounded runs."""
+"""Lightning callbacks of the training runs: export our self-describing checkpoints, write the
+resume checkpoint, keep the CSV log of an interrupted run, log epochs, show the progress of
+step-bounded runs."""
 
 from __future__ import annotations
 
+import csv
 import logging
 import math
+import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.loggers.logger import rank_zero_experiment
+from pytorch_lightning.loggers.csv_logs import CSVLogger, ExperimentWriter
 
-from atst_sed.models.checkpoint import save_checkpoint
+from atst_sed.errors import InputError
+from atst_sed.models.checkpoint import read_checkpoint_file, save_checkpoint
 from atst_sed.models.sed import SEDModel
 
 log = logging.getLogger(__name__)
@@ -27,9 +34,10 @@ def _teacher_of(module: pl.LightningModule) -> SEDModel | None:
 
 
 class ExportCheckpoints(pl.Callback):
-    """Write ``best.ckpt`` (by ``monitor``/``mode``) and ``last.ckpt`` in the atst-sed format
-    (:func:`atst_sed.models.checkpoint.checkpoint_dict`) into ``directory``; with a mean teacher
-    also ``best_teacher.ckpt`` / ``last_teacher.ckpt``. Its best score survives a resume."""
+    """The one best-model tracker: writes ``best.ckpt`` (by ``monitor``/``mode``, ties to the later
+    epoch) and ``last.ckpt`` in the atst-sed format (:func:`atst_sed.models.checkpoint.checkpoint_dict`)
+    into ``directory``; with a mean teacher also ``best_teacher.ckpt`` / ``last_teacher.ckpt``. Its
+    best score travels in the resume checkpoint."""
 
     def __init__(self, directory: str | Path, monitor: str, mode: str, info: CheckpointInfo):
         if mode not in ("min", "max"):
@@ -90,6 +98,113 @@ class ExportCheckpoints(pl.Callback):
         self.best_score = state.get("best_score")
         self.best_epoch = state.get("best_epoch")
         self.best_metrics = dict(state.get("best_metrics", {}))
+
+
+class ResumeCheckpoint(pl.callbacks.Checkpoint):
+    """Lightning's whole training state (weights, optimizer, loops, callbacks, datamodule batch order,
+    random states) written to ``path``, replacing the previous one: what ``--resume`` continues from.
+    Written at the end of every training epoch, after its validation, or with ``every_n_steps`` every
+    that many optimizer steps and when training ends. Independent of the best model
+    (:class:`ExportCheckpoints`). Written to a temporary file and renamed, so a kill while writing
+    leaves the previous file.
+
+    The loggers are flushed with every write and when an epoch starts (Lightning logs an epoch's
+    training means after its end hooks), so the logs on disk cover everything the file holds."""
+
+    def __init__(self, path: str | Path, every_n_steps: int | None = None):
+        self.path = Path(path)
+        self.every_n_steps = every_n_steps
+        self._saved_step: int | None = None
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        _flush_loggers(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if not self.every_n_steps:
+            self._save(trainer)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *args: Any) -> None:
+        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0 and trainer.global_step != self._saved_step:
+            self._save(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if self.every_n_steps and trainer.global_step != self._saved_step:
+            self._save(trainer)
+
+    def _save(self, trainer: pl.Trainer) -> None:
+        _flush_loggers(trainer)
+        partial = self.path.with_name(self.path.name + ".tmp")
+        trainer.save_checkpoint(partial)  # every rank takes part; rank 0 writes
+        if trainer.is_global_zero:
+            os.replace(partial, self.path)
+        self._saved_step = trainer.global_step
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a resume checkpoint stands: ``epochs`` training epochs finished, ``steps`` optimizer steps."""
+
+    epochs: int
+    steps: int
+
+    @classmethod
+    def read(cls, path: str | Path) -> "ResumePoint":
+        """Check ``path`` before Lightning loads it: a truncated or corrupt file, or one that carries
+        pickled objects (whose code would run), is a one-line :class:`InputError`; nothing runs."""
+        raw = read_checkpoint_file(path, mmap=True)
+        try:
+            fit_loop = raw["loops"]["fit_loop"]
+            epochs = fit_loop["epoch_progress"]["current"]["processed"]
+            steps = fit_loop["epoch_loop.state_dict"]["_batches_that_stepped"]
+            return cls(epochs=int(epochs), steps=int(steps))
+        except (KeyError, TypeError, ValueError):
+            raise InputError(path, "not a Lightning training checkpoint (no training loop state to resume)") from None
+
+
+def _flush_loggers(trainer: pl.Trainer) -> None:
+    for logger in trainer.loggers:
+        logger.save()
+
+
+class ContinuedCSVLogger(CSVLogger):
+    """Lightning's CSV logger (``save_dir/name/version/metrics.csv``) that continues an earlier
+    ``metrics.csv`` instead of deleting it: rows of epochs before ``keep_epochs_before`` stay, later
+    ones (the interrupted epoch, which the resumed run repeats) go; 0 starts a new file."""
+
+    def __init__(self, save_dir: str | Path, name: str, version: str, keep_epochs_before: int = 0):
+        super().__init__(save_dir=str(save_dir), name=name, version=version)
+        self.keep_epochs_before = int(keep_epochs_before)
+
+    @property
+    @rank_zero_experiment  # as Lightning's: only global rank 0 touches the file
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _ContinuedWriter(self.log_dir, self.keep_epochs_before)
+        return self._experiment
+
+
+class _ContinuedWriter(ExperimentWriter):
+    def __init__(self, log_dir: str, keep_epochs_before: int):
+        self._keep_epochs_before = keep_epochs_before
+        super().__init__(log_dir)
+
+    def _check_log_dir_exists(self) -> None:  # Lightning's version deletes metrics.csv
+        path = Path(self.metrics_file_path)
+        if not path.is_file():
+            return
+        if self._keep_epochs_before <= 0:
+            path.unlink()
+            return
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            keys = list(reader.fieldnames or [])
+            rows = [r for r in reader if r.get("epoch") not in (None, "") and int(float(r["epoch"])) < self._keep_epochs_before]
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(rows)
+        self.metrics_keys = sorted(keys)
 
 
 class EpochSummary(pl.Callback):

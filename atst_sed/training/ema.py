@@ -1,4 +1,5 @@
-"""Exponential moving average (BYOL teacher) of model parameters."""
+"""Exponential moving average of model parameters: the BYOL teacher of pretraining and the mean
+teacher of fine-tuning share :func:`ema_update`."""
 
 from __future__ import annotations
 
@@ -16,10 +17,12 @@ def ema_momentum_schedule(base: float, total_steps: int) -> np.ndarray:
 
 @torch.no_grad()
 def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
-    """θ_teacher ← m·θ_teacher + (1 − m)·θ_student for every *parameter* (matched by name).
+    """θ_teacher ← m·θ_teacher + (1 − m)·θ_student for every *parameter*, matched by name (a
+    parameter without counterpart or of another shape is an error).
 
-    Buffers (BatchNorm running statistics) are left alone, as upstream does: the teacher's BN
-    layers keep their own running statistics.
+    Buffers are the teacher's own and left alone, as in audiossl's BYOL and the DCASE / ATST-SED mean
+    teachers: BatchNorm running statistics belong to the network that normalises with them (the BYOL
+    teacher's projector updates its own in its forward passes). SED models have no buffers.
     """
     s_params = dict(student.named_parameters())
     t_list, s_list = [], []

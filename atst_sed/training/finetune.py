@@ -19,8 +19,10 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
+from atst_sed.data.datasets import set_sampler_epoch
 from atst_sed.models.head import SEDOutput
 from atst_sed.models.sed import SEDModel
+from atst_sed.training.ema import ema_update
 from atst_sed.training.losses import consistency_loss, mixup_batch, supervised_loss, token_validity
 from atst_sed.training.schedules import cosine_schedule
 
@@ -197,6 +199,10 @@ class SEDTask(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         for m in self._fixed_modules():
             m.eval()
+        # Lightning's own set_epoch calls reach samplers, never a batch sampler: without this every
+        # epoch would repeat the batches of epoch 0. (The first epoch of a fit — 0, or a resumed
+        # one — is set by the datamodule: its loader starts before this hook.)
+        set_sampler_epoch(self.trainer.train_dataloader, self.current_epoch)
 
     # ----------------------------------------------------------------- schedules
     @property
@@ -291,12 +297,10 @@ class SEDTask(pl.LightningModule):
 
     @torch.no_grad()
     def update_ema(self) -> None:
-        """EMA of the student's parameters (buffers copied); ``global_step`` already counts this step."""
+        """Mean teacher ← EMA of the student (:func:`~atst_sed.training.ema.ema_update`) with
+        α = min(1 − 1/(step + 1), ``ema_decay``); ``global_step`` already counts this step."""
         alpha = min(1.0 - 1.0 / (self.global_step + 1), self.task_config.consistency.ema_decay)
-        for ema_p, p in zip(self.ema.parameters(), self.model.parameters()):
-            ema_p.mul_(alpha).add_(p.detach(), alpha=1.0 - alpha)
-        for ema_b, b in zip(self.ema.buffers(), self.model.buffers()):
-            ema_b.copy_(b)
+        ema_update(self.ema, self.model, alpha)
 
     # ----------------------------------------------------------------- validation
     def on_validation_epoch_start(self) -> None:

@@ -4,7 +4,8 @@ Run folder (``output_dir``)::
 
     config.yaml               the resolved config (re-run it as is)
     manifest.json             versions, git commit, seed, data fingerprint, encoder, world size
-    checkpoints/last.ckpt     Lightning checkpoints (plus step-*.ckpt every checkpoint_every_n_steps)
+    checkpoints/last.ckpt     the resume checkpoint: every checkpoint_every_n_steps and at the end
+    checkpoints/step-*.ckpt   kept copies, every checkpoint_every_n_steps
     logs/tensorboard/, logs/csv/version_N/metrics.csv (one version per session; resuming adds one)
     teacher_encoder.ckpt      the EMA teacher encoder in atst-sed's checkpoint format (what
                               ``atst-sed train`` / ``embed`` load); written at the end of training
@@ -29,11 +30,12 @@ from typing import Any
 import torch
 
 from atst_sed import __version__
-from atst_sed.config import deep_merge, from_dict, parse_overrides, read_yaml, to_dict, write_yaml
+from atst_sed.config import ConfigError, deep_merge, from_dict, parse_overrides, read_yaml, resolve_named, to_dict, write_yaml
 from atst_sed.data.pretrain import PretrainDataConfig, PretrainDataModule
 from atst_sed.errors import AtstSedError, InputError
 from atst_sed.features import FrontendConfig
 from atst_sed.fileio import atomic_path, atomic_write_text
+from atst_sed.training.callbacks import ResumeCheckpoint, ResumePoint
 from atst_sed.training.pretrain import (
     CollapseConfig,
     CollapseMonitor,
@@ -44,7 +46,6 @@ from atst_sed.training.pretrain import (
 
 log = logging.getLogger(__name__)
 
-REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "pretrain"
 CONFIG_FILE = "pretrain.yaml"
 
 
@@ -86,17 +87,9 @@ class PretrainConfig:
 
 
 def resolve_config_path(name: str | PathLike[str]) -> Path:
-    """A YAML file, a recipe folder holding ``pretrain.yaml``, or a name in ``configs/pretrain/``."""
-    path = Path(name).expanduser()
-    if path.is_dir():
-        path = path / CONFIG_FILE
-    if path.is_file():
-        return path
-    for folder in (Path.cwd() / "configs" / "pretrain", REPO_CONFIGS):
-        candidate = folder / f"{Path(str(name)).stem}.yaml"
-        if not path.suffix and candidate.is_file():
-            return candidate
-    raise InputError(path, "no such config file, recipe folder (with pretrain.yaml) or named config in configs/pretrain/")
+    """A YAML file, a recipe folder holding ``pretrain.yaml``, or a name of ``configs/pretrain/``
+    (``mini``, ``frame_base``, …; shipped with atst-sed)."""
+    return resolve_named(name, in_folder=CONFIG_FILE, shipped="configs", pattern="pretrain/{name}.yaml", what="pretraining config")
 
 
 def _read_with_bases(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -118,7 +111,12 @@ def load_pretrain_config(name: str | PathLike[str], overrides: list[str] | None 
     data = _read_with_bases(path)
     try:
         data = deep_merge(data, parse_overrides(list(overrides or [])))
-        config = from_dict(PretrainConfig, data, "config")
+        config = from_dict(PretrainConfig, data)
+    except ConfigError as err:
+        raise AtstSedError(err.located(str(path))) from None
+    except ValueError as err:  # a malformed command-line item
+        raise AtstSedError(str(err)) from None
+    try:
         config.model.encoder_config()
     except ValueError as err:
         raise InputError(path, str(err)) from None
@@ -137,7 +135,7 @@ def init_from_checkpoint(module: PretrainModule, path: str | PathLike[str]) -> d
     from atst_sed.models import checkpoint as ckpt
 
     path = Path(path)
-    raw = ckpt._load_raw(path)
+    raw = ckpt.read_checkpoint_file(path)
     method = module.model_config.method
     model = module.model
     if isinstance(raw, dict) and raw.get("format") == ckpt.FORMAT:
@@ -237,7 +235,7 @@ def export_teacher(module: PretrainModule, path: Path, config: PretrainConfig, s
     return save_checkpoint(path, module.teacher_encoder, frontend=FrontendConfig(), meta=meta)
 
 
-def build_trainer(config: PretrainConfig, run_dir: Path, callbacks: list | None = None):
+def build_trainer(config: PretrainConfig, run_dir: Path, callbacks: list | None = None, resumed: ResumePoint | None = None):
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
@@ -247,12 +245,14 @@ def build_trainer(config: PretrainConfig, run_dir: Path, callbacks: list | None 
     t = config.trainer
     gpu = t.accelerator in ("gpu", "cuda") or (t.accelerator == "auto" and torch.cuda.is_available())
     precision = t.precision if t.precision != "auto" else ("bf16-mixed" if gpu else "32-true")
-    checkpoint = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints", filename="step-{step}", every_n_train_steps=max(t.checkpoint_every_n_steps, 1),
-        save_top_k=-1, save_last=True, auto_insert_metric_name=False,
-    )
-    # CSV: a new version_N folder per (resumed) session, so that nothing written before is lost.
-    loggers = [TensorBoardLogger(run_dir / "logs", name="tensorboard", version=""),
+    every = max(t.checkpoint_every_n_steps, 1)
+    kept = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step-{step}", every_n_train_steps=every,
+                           save_top_k=-1, save_last=False, auto_insert_metric_name=False)
+    resume = ResumeCheckpoint(resume_checkpoint_path(run_dir), every_n_steps=every)
+    # CSV: a new version_N folder per (resumed) session, so that nothing written before is lost;
+    # TensorBoard drops what the interrupted session logged after its resume checkpoint.
+    purge = {"purge_step": resumed.steps} if resumed else {}
+    loggers = [TensorBoardLogger(run_dir / "logs", name="tensorboard", version="", **purge),
                CSVLogger(run_dir / "logs", name="csv")]
     bar = [StepProgressBar()] if t.enable_progress_bar else []
     return pl.Trainer(
@@ -266,7 +266,7 @@ def build_trainer(config: PretrainConfig, run_dir: Path, callbacks: list | None 
         max_epochs=-1,
         log_every_n_steps=t.log_every_n_steps,
         enable_progress_bar=t.enable_progress_bar,
-        callbacks=[checkpoint, CollapseMonitor(config.collapse), *bar, *(callbacks or [])],
+        callbacks=[kept, resume, CollapseMonitor(config.collapse), *bar, *(callbacks or [])],
         logger=loggers,
         default_root_dir=run_dir,
         num_sanity_val_steps=0,
@@ -274,16 +274,21 @@ def build_trainer(config: PretrainConfig, run_dir: Path, callbacks: list | None 
     )
 
 
+def resume_checkpoint_path(run_dir: Path) -> Path:
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
 def run_pretraining(config: PretrainConfig, resume: bool = False, callbacks: list | None = None) -> Path:
     """Train, then export the teacher encoder; returns the path of ``teacher_encoder.ckpt``."""
     import pytorch_lightning as pl
 
     run_dir = Path(config.output_dir)
-    last = run_dir / "checkpoints" / "last.ckpt"
+    last = resume_checkpoint_path(run_dir)
     if resume and not last.is_file():
         raise InputError(last, "nothing to resume (no last checkpoint in the run folder)")
     if not resume and last.is_file():
         raise AtstSedError(f"{run_dir} already holds a run; pass --resume to continue it or choose another output_dir")
+    resumed = ResumePoint.read(last) if resume else None
     pl.seed_everything(config.seed, workers=True, verbose=False)
     data = PretrainDataModule(config.data, config.model.method, FrontendConfig(), seed=config.seed)
     data.prepare_files()
@@ -291,13 +296,13 @@ def run_pretraining(config: PretrainConfig, resume: bool = False, callbacks: lis
     if config.init_checkpoint and not resume:
         info = init_from_checkpoint(module, config.init_checkpoint)
         log.info("initialised %s from %s (official global_step %s)", ", ".join(info["parts"]), info["path"], info.get("global_step"))
-    trainer = build_trainer(config, run_dir, callbacks)
+    trainer = build_trainer(config, run_dir, callbacks, resumed)
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(run_dir / "config.yaml") as tmp:
             write_yaml(tmp, to_dict(config))
         write_manifest(run_dir / "manifest.json", config, data, module)
-    trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None)
+    trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None, weights_only=True)
     out = run_dir / "teacher_encoder.ckpt"
     if trainer.is_global_zero:
         export_teacher(module, out, config, trainer.global_step)

@@ -10,7 +10,7 @@ Run folder (``RUN_DIR = root_dir / name``)::
     config.yaml  manifest.json
     <stage>/config.yaml  metrics.json
     <stage>/checkpoints/{best,last}.ckpt          atst-sed format (what `atst-sed detect` reads)
-    <stage>/lightning/{last.ckpt,best-*.ckpt}     Lightning state for --resume
+    <stage>/lightning/last.ckpt                   Lightning state after the last finished epoch (--resume)
     <stage>/tensorboard/  <stage>/csv/metrics.csv
     <stage>/test/<student|teacher>/...            DCASE outputs of the stage's best model (optional)
     test/<student|teacher>/{operating_points/,scores/,scores_raw/,metrics.json,plots/}
@@ -18,6 +18,7 @@ Run folder (``RUN_DIR = root_dir / name``)::
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as _dt
 import importlib.metadata
@@ -35,14 +36,31 @@ import pytorch_lightning as pl
 import torch
 
 from atst_sed import __version__
-from atst_sed.config import deep_merge, from_dict, parse_overrides, read_yaml, to_dict, write_yaml
+from atst_sed.config import (
+    ConfigError,
+    deep_merge,
+    from_dict,
+    missing_keys,
+    parse_overrides,
+    read_yaml,
+    resolve_named,
+    to_dict,
+    write_yaml,
+)
 from atst_sed.data import DataConfig, SEDDataModule
 from atst_sed.errors import AtstSedError, InputError
 from atst_sed.features import FrontendConfig
 from atst_sed.models.checkpoint import load_checkpoint
 from atst_sed.models.encoder import ATSTEncoder, EncoderConfig
 from atst_sed.models.sed import SEDModel
-from atst_sed.training.callbacks import EpochSummary, ExportCheckpoints, count_parameters
+from atst_sed.training.callbacks import (
+    ContinuedCSVLogger,
+    EpochSummary,
+    ExportCheckpoints,
+    ResumeCheckpoint,
+    ResumePoint,
+    count_parameters,
+)
 from atst_sed.training.distill import DistillConfig, DistillTask
 from atst_sed.training.finetune import OptimConfig, SEDTask, TaskConfig
 from atst_sed.training.testing import score_batches, validation_psds, write_json, write_test_outputs
@@ -50,7 +68,6 @@ from atst_sed.training.testing import score_batches, validation_psds, write_json
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CONFIG_DIR = REPO_ROOT / "configs" / "finetune"
 _NAMED = re.compile(r"^(frame|clip)_(tiny|small|base)$")
 
 
@@ -171,11 +188,12 @@ class RunConfig:
 
 
 def build_config(data: dict[str, Any], where: str = "config") -> RunConfig:
-    """Strict :class:`RunConfig` from a mapping; a bad key or value → :class:`AtstSedError` naming ``where``."""
+    """Strict :class:`RunConfig` from a mapping (plain or holding command-line values); a bad key or
+    value → one-line :class:`AtstSedError` naming the command line item, or else ``where``."""
     try:
-        cfg = from_dict(RunConfig, data, where)
-    except (ValueError, TypeError) as err:
-        raise AtstSedError(f"{where}: {err}") from None
+        cfg = from_dict(RunConfig, data)
+    except ConfigError as err:
+        raise AtstSedError(err.located(where)) from None
     _check(cfg, where)
     return cfg
 
@@ -192,15 +210,14 @@ def _check(cfg: RunConfig, where: str) -> None:
                 raise AtstSedError(f"{where}: stage {name}: {what} {ref!r} must name an earlier stage ({', '.join(earlier) or 'none'})")
         if st.kind == "distill" and st.teacher is None:
             raise AtstSedError(f"{where}: stage {name}: a distill stage needs a teacher stage")
+        bad = sorted(set(st.overrides) & {"stages", "name", "models"})
+        if bad:
+            raise AtstSedError(f"{where}: stage {name}: overrides may not change {', '.join(bad)}")
 
 
-def default_config_dict(base: str = "default") -> dict[str, Any]:
-    """``configs/finetune/<base>.yaml`` (the documented defaults), or the dataclass defaults."""
-    path = CONFIG_DIR / f"{base}.yaml"
-    if path.is_file():
-        return read_yaml(path)
-    if base != "default":
-        raise InputError(path, "no such base configuration")
+def default_config_dict() -> dict[str, Any]:
+    """The defaults of every run: the dataclasses above (their one source; ``configs/finetune/
+    default.yaml`` documents them and a test keeps it equal)."""
     return to_dict(RunConfig())
 
 
@@ -212,31 +229,108 @@ def merge_recipe(base: dict[str, Any], recipe: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
-def load_recipe(recipe_dir: str | Path, overrides: list[str] | None = None) -> RunConfig:
-    """``RECIPE_DIR/recipe.yaml`` (differences from ``configs/finetune/<base>.yaml``; ``base`` key,
-    default ``default``) + ``key=value`` overrides → :class:`RunConfig`. ``name`` defaults to the folder name."""
-    recipe_dir = Path(recipe_dir)
-    path = recipe_dir / "recipe.yaml" if recipe_dir.is_dir() else recipe_dir
-    recipe = read_yaml(path)
-    base = recipe.pop("base", "default")
-    merged = merge_recipe(default_config_dict(base), recipe)
-    if "name" not in recipe:
-        merged["name"] = (recipe_dir if recipe_dir.is_dir() else recipe_dir.parent).resolve().name
+def recipe_path(recipe: str | os.PathLike[str]) -> Path:
+    """``recipe.yaml`` of a recipe folder, a YAML file, or a shipped recipe's name (``mini``, ``dcase22``, …)."""
+    return resolve_named(recipe, in_folder="recipe.yaml", shipped="recipes", pattern="{name}/recipe.yaml", what="recipe")
+
+
+def load_recipe(recipe: str | os.PathLike[str], overrides: list[str] | None = None) -> RunConfig:
+    """A recipe (:func:`recipe_path`: only its differences from the defaults) + ``key=value``
+    overrides → :class:`RunConfig` (see :func:`resolve_config`). ``name`` defaults to the recipe's
+    folder name (a YAML file other than ``recipe.yaml``: its stem)."""
+    path = recipe_path(recipe)
+    recipe_data = read_yaml(path)
+    merged = merge_recipe(default_config_dict(), recipe_data)
+    if "name" not in recipe_data:
+        merged["name"] = path.resolve().parent.name if path.name == "recipe.yaml" else path.stem
+    return resolve_config(merged, overrides, str(path))
+
+
+def resolve_config(data: dict[str, Any], overrides: list[str] | None, where: str) -> RunConfig:
+    """Command-line ``key=value`` overrides over ``data`` (defaults + recipe, or a saved run config).
+
+    Precedence: defaults < recipe < a stage's ``overrides`` < command line. A command-line key also
+    replaces what a stage's overrides set for it (reported in the log); ``stages.<stage>.overrides.<key>=…``
+    sets a value for one stage only. Values marked ``???`` must be given. Every stage's config is
+    checked here, so a bad value fails at load time, not when its stage starts."""
     try:
-        merged = deep_merge(merged, parse_overrides(overrides or []))
+        command_line = parse_overrides(list(overrides or []))
     except ValueError as err:
         raise AtstSedError(str(err)) from None
-    return build_config(merged, str(path))
+    merged, replaced = _command_line_over_stages(deep_merge(data, command_line), command_line)
+    missing = missing_keys(merged)
+    if missing:
+        more = f" (and {', '.join(missing[1:])})" if len(missing) > 1 else ""
+        raise AtstSedError(f"{where}: {missing[0]} must be given{more}: add {missing[0]}=... to the command line")
+    cfg = build_config(merged, where)
+    sections = {k: v for k, v in merged.items() if k != "stages"}
+    for name, stage in (merged.get("stages") or {}).items():
+        over = stage.get("overrides") if isinstance(stage, dict) else None
+        if not over:
+            continue
+        try:
+            from_dict(RunConfig, deep_merge(sections, over))
+        except ConfigError as err:
+            raise AtstSedError(ConfigError(f"stages.{name}.overrides.{err.key}".rstrip("."), err.problem, err.origin).located(where)) from None
+    for note in replaced:
+        log.info("%s", note)
+    return cfg
+
+
+def _leaf_keys(data: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for key, value in data.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        out.extend(_leaf_keys(value, dotted) if isinstance(value, dict) and value else [dotted])
+    return out
+
+
+def _at(data: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        data = data[part]
+    return data
+
+
+def _drop_key(data: dict[str, Any], dotted: str) -> None:
+    *parents, last = dotted.split(".")
+    chain = [data]
+    for part in parents:
+        chain.append(chain[-1][part])
+    del chain[-1][last]
+    for node, part in zip(reversed(chain[:-1]), reversed(parents)):  # drop sections left empty
+        if not node[part]:
+            del node[part]
+
+
+def _command_line_over_stages(merged: dict[str, Any], command_line: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Drop from every stage's overrides the keys the command line sets for the whole run (``data.x=…``
+    outranks a recipe's ``stages.S.overrides.data.x``), except where it addresses the stage itself.
+    Returns the new dict and one line per value replaced."""
+    given = _leaf_keys({k: v for k, v in command_line.items() if k != "stages"})
+    replaced: list[str] = []
+    if not given or not isinstance(merged.get("stages"), dict):
+        return merged, replaced
+    merged = dict(merged, stages=copy.deepcopy(merged["stages"]))
+    for name, stage in merged["stages"].items():
+        over = stage.get("overrides") if isinstance(stage, dict) else None
+        if not isinstance(over, dict):
+            continue
+        addressed = set(_leaf_keys(((command_line.get("stages") or {}).get(name) or {}).get("overrides") or {}))
+        for key in _leaf_keys(over):
+            winner = next((g for g in given if key == g or key.startswith(g + ".")), None)
+            if winner is None or key in addressed:
+                continue
+            replaced.append(f"stage {name}: the command line's {_at(command_line, winner).item} replaces "
+                            f"the stage's override {key}={to_dict(_at(over, key))}")
+            _drop_key(over, key)
+    return merged, replaced
 
 
 def stage_config(cfg: RunConfig, stage: str) -> RunConfig:
-    """The run config with ``stages[stage].overrides`` applied (strict)."""
+    """The run config with ``stages[stage].overrides`` applied (checked when the config was loaded)."""
     over = cfg.stages[stage].overrides
     if not over:
         return cfg
-    bad = sorted(set(over) & {"stages", "name", "models"})
-    if bad:
-        raise AtstSedError(f"stage {stage}: overrides may not change {', '.join(bad)}")
     return build_config(deep_merge(to_dict(cfg), over), f"stages.{stage}.overrides")
 
 
@@ -397,9 +491,21 @@ class Run:
     # ------------------------------------------------------------------ running
     def run(self, only: str | None = None, resume: bool = False) -> dict[str, dict[str, Any]]:
         """Run all stages (or ``only`` one). With ``resume``, finished stages are skipped and an
-        interrupted stage continues from its last Lightning checkpoint. Returns ``{stage: metrics}``."""
+        interrupted stage continues from its resume checkpoint. Returns ``{stage: metrics}``.
+
+        A run that fails before it has trained or tested anything (a refused checkpoint, a corpus
+        problem) removes the run folder it created, so the corrected command starts afresh."""
         if only is not None and only not in self.config.stages:
             raise AtstSedError(f"no stage {only!r} in the recipe (stages: {', '.join(self.config.stages)})")
+        created = not self.dir.exists()
+        try:
+            return self._run(only, resume)
+        except BaseException:
+            if created and is_main_process() and self.dir.is_dir() and not has_progress(self.dir):
+                shutil.rmtree(self.dir, ignore_errors=True)
+            raise
+
+    def _run(self, only: str | None, resume: bool) -> dict[str, dict[str, Any]]:
         self.dir.mkdir(parents=True, exist_ok=True)
         if is_main_process():
             write_yaml(self.dir / "config.yaml", self.config)
@@ -537,25 +643,21 @@ class Run:
             return DistillTask(model, teacher, cfg.task, cfg.optim, cfg.distill, self.evaluator(cfg))
         return SEDTask(model, cfg.task, cfg.optim, self.evaluator(cfg))
 
-    def trainer(self, name: str, cfg: RunConfig, extra_callbacks: list[pl.Callback] | None = None) -> tuple[pl.Trainer, ExportCheckpoints]:
+    def trainer(
+        self, name: str, cfg: RunConfig, extra_callbacks: list[pl.Callback] | None = None, start: ResumePoint = ResumePoint(0, 0)
+    ) -> tuple[pl.Trainer, ExportCheckpoints]:
+        """The stage's Trainer: :class:`ExportCheckpoints` (best/last model), :class:`ResumeCheckpoint`
+        (``lightning/last.ckpt``), TensorBoard and CSV logs that keep what was logged before ``start``."""
         t = cfg.trainer
         sdir = self.dir / name
-        validate = t.limit_val_batches != 0
         monitor, mode = cfg.validation.resolved_monitor()
         export = ExportCheckpoints(sdir / "checkpoints", monitor, mode, self.checkpoint_info(cfg, name))
-        lightning_ckpt = pl.callbacks.ModelCheckpoint(
-            dirpath=sdir / "lightning",
-            filename="best-{epoch:03d}",
-            monitor=monitor if validate else None,
-            mode=mode,
-            save_top_k=1,
-            save_last=True,
-            auto_insert_metric_name=False,
-        )
-        callbacks: list[pl.Callback] = [export, lightning_ckpt, EpochSummary(name), *(extra_callbacks or [])]
+        callbacks: list[pl.Callback] = [export, ResumeCheckpoint(resume_checkpoint(sdir)), EpochSummary(name), *(extra_callbacks or [])]
+        # A resumed stage repeats the interrupted epoch: what the interrupted run logged from there on
+        # gives way (TensorBoard's purge_step, the CSV rows of those epochs); everything before stays.
         loggers = [
-            pl.loggers.TensorBoardLogger(save_dir=str(sdir), name="tensorboard", version=""),
-            pl.loggers.CSVLogger(save_dir=str(sdir), name="csv", version=""),
+            pl.loggers.TensorBoardLogger(save_dir=str(sdir), name="tensorboard", version="", purge_step=start.steps),
+            ContinuedCSVLogger(sdir, "csv", "", keep_epochs_before=start.epochs),
         ]
         precision = t.precision or ("bf16-mixed" if on_gpu(t) else "32-true")
         trainer = pl.Trainer(
@@ -584,14 +686,14 @@ class Run:
 
     def train_stage(self, name: str, cfg: RunConfig, resume: bool, extra_callbacks: list[pl.Callback] | None = None) -> tuple[dict[str, Any], SEDModel]:
         st = cfg.stages[name]
+        last = resume_checkpoint(self.dir / name)
+        resumed = ResumePoint.read(last) if resume and last.exists() else None
         dm = self.data(cfg)
         task = self.build_task(st, cfg)
-        trainer, export = self.trainer(name, cfg, extra_callbacks)
-        last = self.dir / name / "lightning" / "last.ckpt"
-        ckpt_path = str(last) if resume and last.exists() else None
-        if ckpt_path:
-            log.info("resuming stage %s from %s", name, ckpt_path)
-        trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path)
+        trainer, export = self.trainer(name, cfg, extra_callbacks, resumed or ResumePoint(0, 0))
+        if resumed:
+            log.info("resuming stage %s after epoch %d (step %d) from %s", name, resumed.epochs, resumed.steps, last)
+        trainer.fit(task, datamodule=dm, ckpt_path=str(last) if resumed else None, weights_only=True)
         # every rank waits for rank 0's checkpoint exports: later stages start from them
         trainer.strategy.barrier(f"{name}-exported")
         if trainer.interrupted:
@@ -618,6 +720,17 @@ class Run:
             metrics["test"] = results
             metrics.update({k: results["student"].get(k) for k in ("psds1", "psds2")})
         return metrics, task.model
+
+
+def resume_checkpoint(stage_dir: Path) -> Path:
+    """Where a training stage keeps its resume checkpoint (:class:`ResumeCheckpoint`)."""
+    return stage_dir / "lightning" / "last.ckpt"
+
+
+def has_progress(run_dir: Path) -> bool:
+    """True when a run folder holds more than a failed start leaves (its config and manifest): a
+    finished stage, a resume checkpoint or an exported model."""
+    return any(run_dir.glob("*/metrics.json")) or any(run_dir.glob("*/lightning/*.ckpt")) or any(run_dir.glob("*/checkpoints/*.ckpt"))
 
 
 def summary_rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, float | None, float | None, float | None, float | None]]:

@@ -15,16 +15,17 @@ from pytorch_lightning.callbacks import ProgressBar
 from atst_sed.cli.main import main
 from atst_sed.errors import InputError
 from atst_sed.models.checkpoint import load_checkpoint
-from atst_sed.training.callbacks import StepProgressBar
+from atst_sed.training.callbacks import ResumePoint, StepProgressBar
 from atst_sed.training.pretrain import PretrainModule
 from atst_sed.training.pretrain_run import (
-    REPO_CONFIGS,
     build_trainer,
     init_from_checkpoint,
     load_pretrain_config,
     run_pretraining,
 )
 from atst_sed.training.schedules import cosine_ramp, cosine_schedule
+
+REPO = Path(__file__).resolve().parents[2]
 
 FAST = ["data.batch_size=4", "data.num_workers=0", "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false",
         "model.projector_hidden=64", "model.projector_out=32", "optim.warmup_steps=2", "optim.lr=0.05"]
@@ -99,6 +100,27 @@ def test_frame_run_schedules_ema_export_and_resume(wav_dir, tmp_path):
     assert len([r for r in read_metrics(run, 0) if r.get("train/lr")]) == 3 and [int(r["step"]) for r in read_metrics(run, 1) if r.get("train/lr")] == [3]
 
 
+def test_the_resume_checkpoint_holds_the_last_step_not_the_last_interval(wav_dir, tmp_path):
+    run = tmp_path / "frame"
+    config = load_pretrain_config("mini", [f"data.source={wav_dir}", f"output_dir={run}", "optim.max_steps=3",
+                                           "trainer.checkpoint_every_n_steps=2", *FAST])
+    run_pretraining(config)
+    assert ResumePoint.read(run / "checkpoints" / "last.ckpt").steps == 3
+    assert [p.name for p in (run / "checkpoints").glob("step-*.ckpt")] == ["step-2.ckpt"]  # the kept interval copies
+
+
+@pytest.mark.parametrize("kind", ["truncated", "pickle"])
+def test_a_corrupt_or_pickle_carrying_resume_checkpoint_is_refused_in_one_line(kind, bad_checkpoints, wav_dir, tmp_path, capsys):
+    last = tmp_path / "pre" / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    last.write_bytes(bad_checkpoints[kind])
+    assert main(["pretrain", "mini", f"data.source={wav_dir}", *FAST, "-o", str(tmp_path / "pre"), "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"atst-sed pretrain: error: {last}: "), err
+    assert ("pickled Python object" in err) if kind == "pickle" else ("truncated or corrupt" in err)
+    assert not bad_checkpoints["marker"].exists(), "the pickled payload ran"
+
+
 @pytest.mark.parametrize("method", ["mini", "clip_small"])
 def test_bf16_mixed_pretraining_steps_keep_float32_weights(method, wav_dir, tmp_path):
     """``bf16-mixed`` (the GPU default) through the same autocast code on CPU, both methods."""
@@ -142,7 +164,7 @@ def test_clip_run_through_the_cli(wav_dir, tmp_path, capsys):
 
 def test_cli_reports_bad_configs_in_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("base: " + str(REPO_CONFIGS / "mini.yaml") + "\nmodel:\n  methd: frame\n")
+    bad.write_text("base: " + str(REPO / "configs" / "pretrain" / "mini.yaml") + "\nmodel:\n  methd: frame\n")
     assert main(["pretrain", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "bad.yaml" in err and "methd" in err and "Traceback" not in err

@@ -114,6 +114,25 @@ def test_mean_teacher_is_ema_of_student(tmp_path):
     assert all(not p.requires_grad for p in task.ema.parameters())
 
 
+def test_the_mean_teacher_follows_the_one_ema_rule_of_pretraining():
+    # one rule for both teachers (training/ema.py): parameters averaged by name, buffers the teacher's own
+    model = _model(2)
+    model.register_buffer("calibration", torch.zeros(3))
+    task = SEDTask(model, TaskConfig(trainable_blocks=1, consistency=ConsistencyConfig(enabled=True, ema_decay=0.9)))
+    with torch.no_grad():
+        task.model.head.linear.weight.add_(1.0)
+        task.model.calibration.fill_(5.0)
+    before = task.ema.head.linear.weight.clone()
+    task.update_ema()  # global_step 0 outside a Trainer: α = min(1 − 1/1, 0.9) = 0
+    torch.testing.assert_close(task.ema.head.linear.weight, task.model.head.linear.weight)
+    assert not torch.equal(before, task.ema.head.linear.weight)
+    assert torch.equal(task.ema.calibration, torch.zeros(3))  # not copied from the student
+    del task.ema.head.linear.bias  # a parameter without counterpart is an error, not a silent misalignment
+    task.ema.head.linear.register_parameter("renamed_bias", torch.nn.Parameter(torch.zeros(N_CLASSES)))
+    with pytest.raises(KeyError, match="renamed_bias"):
+        task.update_ema()
+
+
 def test_validation_gives_strong_clips_to_the_evaluator_and_scores_weak_clips_by_macro_f1(tmp_path):
     seen, weak_clips = {}, []
 

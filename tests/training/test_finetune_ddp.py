@@ -3,8 +3,8 @@
 What DDP fine-tuning must do (``trainer.devices=2 trainer.strategy=ddp``):
 
 * the command exits 0 after both processes joined one process group;
-* every rank takes its own share of each epoch's batches (``ProportionalBatchSampler`` shards by
-  rank; ``trainer.use_distributed_sampler`` is false), so one epoch is ``epoch_length / 2``
+* every epoch draws new batches, and every rank takes its own share of them
+  (``ProportionalBatchSampler`` shards by rank; ``trainer.use_distributed_sampler`` is false), so one epoch is ``epoch_length / 2``
   optimizer steps (rounded up), and every rank takes the *same* number of steps (otherwise DDP
   deadlocks);
 * each rank validates its share of the clips, and validation PSDS is computed from the gathered
@@ -16,7 +16,8 @@ What DDP fine-tuning must do (``trainer.devices=2 trainer.strategy=ddp``):
 
 Lightning starts rank 1 by running the same command line again. To see what each rank evaluates
 and writes, the command runs through a small launcher (written into ``tmp_path``) that records, per
-rank, the clips the validation evaluator scores and every JSON file the run writes, then calls
+rank, the clips of every training batch, the clips the validation evaluator scores and every JSON
+file the run writes, then calls
 ``atst_sed.cli.main.main`` (Lightning re-runs that launcher for rank 1, so both ranks are probed).
 """
 
@@ -49,7 +50,7 @@ TINY = [
 MINI_POOLS, MINI_PER_BATCH = [24, 12], [2, 2]  # strong / weak clips in the corpus, and per batch
 
 LAUNCHER = '''\
-"""`atst-sed` with a probe: each rank appends what it evaluates and writes to $ATST_PROBE_DIR/rank<R>.jsonl."""
+"""`atst-sed` with a probe: each rank appends what it trains on, evaluates and writes to $ATST_PROBE_DIR/rank<R>.jsonl."""
 import json
 import os
 import sys
@@ -58,6 +59,7 @@ from pathlib import Path
 import atst_sed.training.run as run
 import atst_sed.training.testing as testing
 from atst_sed.cli.main import main
+from atst_sed.training.finetune import SEDTask
 
 
 def record(**event):
@@ -82,6 +84,15 @@ def probed_write_json(path, data):
 
 run.validation_psds = probed_validation_psds
 run.write_json = testing.write_json = probed_write_json
+train_batch_start = SEDTask.on_train_batch_start
+
+
+def probed_train_batch_start(self, batch, batch_idx):
+    record(event="train", epoch=self.current_epoch, clips=list(batch["filenames"]))
+    return train_batch_start(self, batch, batch_idx)
+
+
+SEDTask.on_train_batch_start = probed_train_batch_start
 sys.exit(main())
 '''
 
@@ -143,6 +154,14 @@ def test_two_process_ddp_finetuning_run(tiny_corpus, tmp_path):
         assert (run / "finetune" / f).is_file(), f
     metrics = json.loads((run / "finetune" / "metrics.json").read_text())
     assert metrics["global_step"] == 2 * 2  # 2 epochs × 2 steps (one process would take 2 × 4)
+    # ... and every epoch draws new batches, of which each rank takes its own
+    trained = {(rank, epoch): [tuple(r["clips"]) for r in records if r["event"] == "train" and r["rank"] == rank and r["epoch"] == epoch]
+               for rank in (0, 1) for epoch in (0, 1)}
+    assert all(len(batches) == 2 for batches in trained.values())
+    for rank in (0, 1):
+        assert trained[rank, 0] != trained[rank, 1], f"rank {rank} repeated epoch 0's batches"
+    for epoch in (0, 1):
+        assert not set(trained[0, epoch]) & set(trained[1, epoch]), "both ranks trained on the same batch"
     last = load_checkpoint(run / "finetune" / "checkpoints" / "last.ckpt")
     best = load_checkpoint(run / "finetune" / "checkpoints" / "best.ckpt")
     assert last.kind == best.kind == "sed" and last.meta["epochs"] == 2 and last.meta["global_step"] == 2 * 2
