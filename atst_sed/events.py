@@ -33,6 +33,7 @@ __all__ = [
     "read_durations_tsv",
     "read_strong_tsv",
     "read_weak_tsv",
+    "repeated_columns",
     "write_durations_tsv",
     "write_events_tsv",
 ]
@@ -75,6 +76,15 @@ def _durations_by_id(durations: Mapping[str, float]) -> dict[str, float]:
     return {clip_id(k): float(v) for k, v in durations.items()}
 
 
+def repeated_columns(header: Sequence[str]) -> list[str]:
+    """Column names that occur more than once in a header, in order of first appearance.
+
+    pandas silently renames repeats (``onset``, ``onset.1``), so readers check the raw header.
+    """
+    names = [str(c).strip() for c in header]
+    return list(dict.fromkeys(c for c in names if names.count(c) > 1))
+
+
 def _read_table(path: PathType, required: Sequence[str]) -> pd.DataFrame:
     """Read a tab-separated file as strings; row ``i`` of the result is line ``i + 2`` of the file.
 
@@ -83,6 +93,11 @@ def _read_table(path: PathType, required: Sequence[str]) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "file not found")
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        repeated = repeated_columns(handle.readline().rstrip("\r\n").split("\t"))
+    if repeated:
+        raise InputError(path, f"column name {repeated[0]!r} appears more than once in the header",
+                         line=1)
     try:
         table = pd.read_csv(
             path, sep="\t", dtype=str, keep_default_na=False, skip_blank_lines=False,

@@ -224,3 +224,12 @@ def test_clip_id_and_lookup():
     assert lookup_duration({"a.wav": 3.0}, "a") == 3.0
     assert lookup_duration({"a": 3.0}, "a.wav") == 3.0
     assert lookup_duration({"a": 3.0}, "b.wav") is None
+
+
+@pytest.mark.parametrize("reader", [read_strong_tsv, read_durations_tsv, read_weak_tsv])
+def test_a_repeated_column_name_is_an_error_naming_the_file(tmp_path, reader):
+    """pandas would rename the second one (``onset.1``) and read the first: refuse instead."""
+    path = _write(tmp_path / "twice.tsv", "filename\tonset\toffset\tevent_label\tduration\t"
+                  "event_labels\tonset\na.wav\t0\t1\tDog\t10\tDog\t5\n")
+    with pytest.raises(InputError, match=r"twice.tsv:1: column name 'onset' appears more than once"):
+        reader(path)
