@@ -89,6 +89,7 @@ def run_detect(
     batch_size: int | None = None,
     device: str = "auto",
     precision: str = "auto",
+    variant: str | None = None,
     stderr: TextIO | None = None,
 ) -> int:
     """The ``atst-sed detect`` command. Returns 0, or 1 when any input failed (each reported as
@@ -104,7 +105,7 @@ def run_detect(
     try:
         detector = Detector.from_checkpoint(
             checkpoint, device=device, batch_size=batch_size, hop_seconds=hop, thresholds=thresholds, median_filter=median_filter,
-            precision=precision,
+            precision=precision, variant=variant,
         )
     except ValueError as err:
         raise AtstSedError(str(err)) from None

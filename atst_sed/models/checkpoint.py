@@ -111,20 +111,43 @@ def _preference_rank(prefix: str) -> int:
     return len(_ENCODER_PREFERENCE)
 
 
-def _variant_hint(raw: Any, sd: dict[str, Tensor], prefix: str) -> str | None:
-    """Resolve the one ambiguous key set (``cls_token`` + final ``norm``: ATST-Clip, or the older
-    FrameAST variant) from what else the file says; None when it says nothing."""
-    if prefix + "cls_token" not in sd or prefix + "norm_frame.weight" in sd:
-        return None
-    if prefix.startswith("sed_"):  # ATST-SED is built on ATST-Frame
-        return "frame"
+VARIANTS = ("frame", "clip")
+
+
+def resolve_variant(raw: Any, sd: dict[str, Tensor], prefix: str) -> tuple[str, str]:
+    """ATST-Frame or ATST-Clip for the encoder under ``prefix``, and why (for the log).
+
+    Only one key set is ambiguous: a ``cls_token`` with a final norm named ``norm`` is ATST-Clip's
+    naming, and also that of an older FrameAST still in circulation (ATST-SED's default
+    ``atst_as2M.ckpt``). Then, in order: the layout's family (ATST-SED and C2F files hold ATST-Frame,
+    DINO-style releases ATST-Clip), the pretraining hyper-parameters (``train_len``: ATST-Clip;
+    ``anchor_len`` / ``mask_ratio``: ATST-Frame), and otherwise the official loaders' rule: the
+    pretraining layout ``model.{teacher,student}.encoder.*`` is ATST-Frame, as ATST-SED's loader
+    reads it (``norm`` → ``norm_frame``, ``cls_token`` dropped); fine-tuned and flat files are
+    ATST-Clip, as audiossl's clip downstream code reads them.
+    """
+    if prefix + "norm_frame.weight" in sd:
+        return "frame", "final norm named 'norm_frame'"
+    if prefix + "cls_token" not in sd:
+        return "frame", "no CLS token"
+    if prefix.startswith("sed_"):
+        return "frame", "ATST-SED files hold ATST-Frame"
+    if "frame_encoder" in prefix:
+        return "frame", "the frame encoder of a C2F model"
+    if prefix.startswith("teacher.") and isinstance(raw, dict) and "teacher" in raw:
+        return "clip", "DINO-style release (ATST-Clip)"
     hp = raw.get("hyper_parameters") if isinstance(raw, dict) else None
     if isinstance(hp, dict) and prefix.startswith("model."):
-        if "train_len" in hp:  # ATST-Clip pretraining crops
-            return "clip"
-        if "anchor_len" in hp or "mask_ratio" in hp:  # ATST-Frame pretraining
-            return "frame"
-    return None
+        if "train_len" in hp:
+            return "clip", "hyper-parameters of ATST-Clip pretraining (train_len)"
+        if "anchor_len" in hp or "mask_ratio" in hp:
+            return "frame", "hyper-parameters of ATST-Frame pretraining (anchor_len / mask_ratio)"
+    ambiguous = "CLS token with a final norm named 'norm', and the file does not say which model"
+    if re.match(r"^model\.(teacher|student)\.encoder\.$", prefix):
+        return "frame", (f"{ambiguous}: read as ATST-Frame, as ATST-SED's official loader reads this "
+                         "layout (atst_as2M.ckpt); set the variant to clip for an ATST-Clip file")
+    return "clip", (f"{ambiguous}: read as ATST-Clip, as audiossl's clip code reads this layout; set the "
+                    "variant to frame for an older ATST-Frame file")
 
 
 def convert_official_state_dict(
@@ -132,17 +155,19 @@ def convert_official_state_dict(
 ) -> tuple[dict[str, Tensor], EncoderConfig]:
     """Map an audiossl FrameAST / AST state dict (keys under ``prefix``) onto :class:`ATSTEncoder`.
 
-    Depth and width come from tensor shapes, heads = width / 64. Unless ``variant`` says otherwise,
-    ATST-Clip is recognised by a ``cls_token`` with a final norm named ``norm``; an older FrameAST
-    variant stores the same keys, so C2F frame encoders are always read as ATST-Frame.
+    Depth and width come from tensor shapes, heads = width / 64. ``variant`` (``frame``/``clip``)
+    defaults to :func:`resolve_variant` on the keys alone; read as ATST-Frame, an older FrameAST's
+    ``cls_token`` is dropped and its final ``norm`` kept.
+
+    Raises:
+        ValueError: ``variant`` is ``clip`` but the encoder has no ``cls_token``.
     """
     enc = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
     width = enc["pos_embed"].shape[-1]
     depth = 1 + max(int(m.group(1)) for k in enc if (m := re.match(r"blocks\.(\d+)\.", k)))
-    if variant is None:
-        is_clip = "cls_token" in enc and "norm_frame.weight" not in enc and "frame_encoder" not in prefix
-    else:
-        is_clip = variant == "clip"
+    is_clip = (variant or resolve_variant(None, sd, prefix)[0]) == "clip"
+    if is_clip and "cls_token" not in enc:
+        raise ValueError("the encoder has no cls_token: it cannot be read as ATST-Clip")
     out: dict[str, Tensor] = {}
     for k, v in enc.items():
         if k.startswith("patch_embed.patch_embed."):
@@ -205,20 +230,31 @@ def load_checkpoint(
     for published files. ``encoder_prefix`` forces where the encoder weights sit; ``variant``
     (``frame``/``clip``) overrides the layout's guess."""
     path = Path(path)
+    if variant is not None and variant not in VARIANTS:
+        raise InputError(path, f"variant must be frame or clip, not {variant!r}")
     raw = _load_raw(path)
     if isinstance(raw, dict) and raw.get("format") == FORMAT:
-        return _load_own(raw, path)
+        loaded = _load_own(raw, path)
+        if variant is not None and loaded.encoder.config.variant != variant:
+            raise InputError(path, f"the checkpoint holds an ATST-{loaded.encoder.config.variant.capitalize()} "
+                             f"encoder (it says so itself); the variant asked for is {variant}")
+        return loaded
     sd = _flat_state_dict(raw, path)
     prefixes = [encoder_prefix] if encoder_prefix is not None else _encoder_prefixes(sd)
     if not prefixes or not any(k.startswith(prefixes[0] + "blocks.") for k in sd):
         raise InputError(path, "no ATST encoder weights found (looked for '<prefix>blocks.0.attn.qkv.weight' with a pos_embed)")
     prefix = prefixes[0]
-    enc_sd, config = convert_official_state_dict(sd, prefix, variant or _variant_hint(raw, sd, prefix))
+    chosen, why = (variant, "variant given") if variant is not None else resolve_variant(raw, sd, prefix)
+    try:
+        enc_sd, config = convert_official_state_dict(sd, prefix, chosen)
+    except ValueError as err:
+        raise InputError(path, str(err)) from None
     with torch.device("meta"):  # no time spent on a random init that is overwritten anyway
         encoder = ATSTEncoder(config)
     _strict_load(encoder, enc_sd, path)
     encoder.eval()
-    log.info("loaded %s ATST-%s encoder (%d blocks, width %d) from %s[%s]", "published", config.variant, config.depth, config.width, path, prefix)
+    log.info("%s: published ATST-%s encoder (%d blocks, width %d) under '%s' (%s)", path,
+             config.variant.capitalize(), config.depth, config.width, prefix or "<root>", why)
     return LoadedCheckpoint(path=path, kind="encoder", layout=f"official:{prefix or '<root>'}", encoder=encoder)
 
 
