@@ -54,22 +54,57 @@ _ENCODER_PREFERENCE = [
 _IGNORED_PREFIX_PARTS = ("teacher_module.",)  # the frozen ATST-Clip inside a C2F checkpoint
 
 
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
+_PICKLE_PROTOCOL = b"\x80"  # the legacy format starts with a pickle protocol opcode
+
+
+def _not_a_checkpoint(path: Path) -> str | None:
+    """Why the file's first bytes rule out a PyTorch checkpoint (None when they could be one)."""
+    with path.open("rb") as handle:
+        head = handle.read(512)
+    if not head:
+        return "empty file"
+    if head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_PROTOCOL):
+        return None
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "not a PyTorch checkpoint (neither a zip archive nor a pickle)"
+    if text.startswith("version https://git-lfs"):
+        return "not a PyTorch checkpoint but a Git LFS pointer (fetch the file itself: git lfs pull)"
+    if text.lstrip().lower().startswith(("<!doctype html", "<html")):
+        return "not a PyTorch checkpoint but an HTML page (a failed download?)"
+    return "not a PyTorch checkpoint (a text file)"
+
+
 def _load_raw(path: str | PathLike[str]) -> Any:
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "no such checkpoint file")
+    problem = _not_a_checkpoint(path)
+    if problem is not None:
+        raise InputError(path, problem)
     try:
         with torch.serialization.safe_globals(_SAFE_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        if "weights only" not in str(err).lower():  # a damaged pickle stream, not a refused object
+            raise InputError(path, f"not a readable PyTorch checkpoint (damaged data: {first[:120]})") from None
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
         what = f" ({found.group(1)})" if found else (f" ({first[:120]})" if first else "")
         raise InputError(
             path, f"refusing to load: the checkpoint carries a pickled Python object{what}; only tensors and plain data are accepted"
         ) from None
+    except EOFError:
+        raise InputError(path, "not a readable PyTorch checkpoint (truncated file)") from None
     except Exception as err:
-        raise InputError(path, f"not a readable PyTorch checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''})") from None
+        with path.open("rb") as handle:
+            zipped = handle.read(len(_ZIP_MAGIC)) == _ZIP_MAGIC
+        detail = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        # torch reports a damaged archive as a RuntimeError or an OSError of its zip reader
+        raise InputError(path, "not a readable PyTorch checkpoint "
+                         f"({'damaged or truncated zip archive' if zipped else detail})") from None
 
 
 def _flat_state_dict(raw: Any, path: Path) -> dict[str, Tensor]:
