@@ -2,7 +2,8 @@
 
 Files libsndfile reads (WAV, FLAC, Ogg, Opus, AIFF, MP3) are decoded in blocks, down-mixed and
 resampled block by block, so memory follows the 16 kHz result (≈ 230 MB per hour), never the file
-at its own rate and channel count; other formats go through librosa's decoders whole. Resampling
+at its own rate and channel count; other formats, and files libsndfile rejects, go through librosa's
+decoders (audioread: ffmpeg where installed) whole. Resampling
 keeps torchaudio's windowed sinc for every common rate and uses polyphase filtering with the exact
 ratio for rates that share little with 16 kHz (:func:`resample_plan`). Unusable files raise
 :class:`~atst_sed.errors.InputError`: one line naming the file and the problem.
@@ -17,6 +18,7 @@ import logging
 import math
 import os
 import re
+import stat
 import sys
 import tempfile
 import threading
@@ -35,8 +37,6 @@ from atst_sed.errors import InputError
 
 SAMPLE_RATE = 16000
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".opus", ".m4a")
-#: Formats libsndfile decodes itself: when it fails on them, no other decoder would do better.
-_LIBSNDFILE_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".aiff", ".aif", ".mp3")
 DEFAULT_BLOCK_SECONDS = 10.0
 
 log = logging.getLogger(__name__)
@@ -57,8 +57,6 @@ def unusable_path_reason(path: str | PathLike[str]) -> str | None:
         if err.errno == errno.ENOENT:
             return "no such file"
         return f"cannot be opened ({err.strerror or type(err).__name__})"
-    import stat
-
     if not stat.S_ISREG(st.st_mode):
         return "a folder, not an audio file" if stat.S_ISDIR(st.st_mode) else "not a regular file"
     return None
@@ -94,7 +92,11 @@ def _decoder_chatter_captured() -> Iterator[list[str]]:
     chatter: list[str] = []
     with _STDERR_LOCK, tempfile.TemporaryFile() as sink:
         sys.stderr.flush()
-        saved = os.dup(2)
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr to protect (a daemon without file descriptor 2)
+            yield chatter
+            return
         os.dup2(sink.fileno(), 2)
         try:
             yield chatter
@@ -243,19 +245,31 @@ def _checked(data: np.ndarray, sr: int, path: Path) -> np.ndarray:
     return data
 
 
+def _read_whole(path: Path, failed: tuple[Exception, list[str]] | None = None) -> tuple[np.ndarray, int]:
+    """The whole file with libsndfile, else with librosa's decoders (e.g. ffmpeg through audioread).
+
+    ``failed``: libsndfile's error and decoder notes when it was already tried; errors give its reason.
+    """
+    if failed is None:
+        try:
+            with _decoder_chatter_captured() as chatter:
+                data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+            return _checked(data.T, sr, path), sr
+        except InputError:
+            raise
+        except Exception as err:
+            failed = (err, chatter)
+    try:
+        with _decoder_chatter_captured():
+            data, sr = _read_fallback(path)
+    except Exception:
+        raise InputError(path, f"not a readable audio file ({_decode_error(*failed)})") from None
+    return _checked(data, sr, path), sr
+
+
 def read_audio(path: str | PathLike[str]) -> tuple[np.ndarray, int]:
     """Read a whole file as it is stored: (channels, samples) float32 and its sample rate."""
-    path = check_audio_path(path)
-    try:
-        with _decoder_chatter_captured() as chatter:
-            data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-        data = data.T
-    except Exception as first:  # libsndfile does not know the format: try the fallback decoder
-        try:
-            data, sr = _read_fallback(path)
-        except Exception:
-            raise InputError(path, f"not a readable audio file ({_decode_error(first, chatter)})") from None
-    return _checked(data, sr, path), sr
+    return _read_whole(check_audio_path(path))
 
 
 def read_audio_16k(path: str | PathLike[str], block_seconds: float = DEFAULT_BLOCK_SECONDS) -> np.ndarray:
@@ -270,10 +284,8 @@ def read_audio_16k(path: str | PathLike[str], block_seconds: float = DEFAULT_BLO
     try:
         with _decoder_chatter_captured() as chatter:
             f = sf.SoundFile(str(path))
-    except Exception as err:
-        if path.suffix.lower() in _LIBSNDFILE_SUFFIXES:  # no other decoder would do better
-            raise InputError(path, f"not a readable audio file ({_decode_error(err, chatter)})") from None
-        data, sr = read_audio(path)
+    except Exception as err:  # a format libsndfile lacks, or data it rejects: the fallback decoders
+        data, sr = _read_whole(path, failed=(err, chatter))
         return to_mono_16k(data, sr).numpy()
     with f:
         sr, n_in = int(f.samplerate), int(f.frames)
