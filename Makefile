@@ -24,6 +24,7 @@ bench: install
 	$(BIN)/python benchmarks/encoder_throughput.py
 	$(BIN)/python benchmarks/detect_speed.py
 	$(BIN)/python benchmarks/evaluate_speed.py
+	$(BIN)/python benchmarks/decode_memory.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -25,11 +25,15 @@ __all__ = [
     "EVENT_COLUMNS",
     "OFFSET_TOLERANCE_SECONDS",
     "clip_id",
+    "duplicated_events",
+    "events_past_end",
+    "first_overlap",
     "lookup_duration",
     "merge_overlapping_events",
     "read_durations_tsv",
     "read_strong_tsv",
     "read_weak_tsv",
+    "repeated_columns",
     "write_durations_tsv",
     "write_events_tsv",
 ]
@@ -72,6 +76,15 @@ def _durations_by_id(durations: Mapping[str, float]) -> dict[str, float]:
     return {clip_id(k): float(v) for k, v in durations.items()}
 
 
+def repeated_columns(header: Sequence[str]) -> list[str]:
+    """Column names that occur more than once in a header, in order of first appearance.
+
+    pandas silently renames repeats (``onset``, ``onset.1``), so readers check the raw header.
+    """
+    names = [str(c).strip() for c in header]
+    return list(dict.fromkeys(c for c in names if names.count(c) > 1))
+
+
 def _read_table(path: PathType, required: Sequence[str]) -> pd.DataFrame:
     """Read a tab-separated file as strings; row ``i`` of the result is line ``i + 2`` of the file.
 
@@ -80,6 +93,11 @@ def _read_table(path: PathType, required: Sequence[str]) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "file not found")
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        repeated = repeated_columns(handle.readline().rstrip("\r\n").split("\t"))
+    if repeated:
+        raise InputError(path, f"column name {repeated[0]!r} appears more than once in the header",
+                         line=1)
     try:
         table = pd.read_csv(
             path, sep="\t", dtype=str, keep_default_na=False, skip_blank_lines=False,
@@ -116,20 +134,26 @@ def read_strong_tsv(
     path: PathType,
     classes: Sequence[str] | None = None,
     durations: Mapping[str, float] | None = None,
-    merge_overlaps: bool = True,
+    merge_overlaps: bool = False,
+    clip_to_durations: bool = False,
 ) -> pd.DataFrame:
     """Read a strong-label (or detection) TSV: ``filename onset offset event_label`` in seconds.
 
     Columns may come in any order; others (``index``, ``score``, ...) are ignored. A row with an
-    empty onset, offset and label is a clip without events and is kept as one NaN row.
+    empty onset, offset and label is a clip without events and is kept as one NaN row. By default
+    the events come back exactly as written (what evaluators score); the two options below
+    adapt them to a clip's frame grid, for training labels.
 
     Args:
         path: the TSV file.
         classes: when given, every label must be one of them.
         durations: clip durations in seconds (keys with or without the audio extension); when
-            given, every file must be known, offsets past the duration by at most
-            ``OFFSET_TOLERANCE_SECONDS`` are clipped (warning), further ones rejected.
+            given, every file must be known.
         merge_overlaps: merge overlapping events of the same class in a clip (warning).
+        clip_to_durations: with ``durations``, clip offsets past the duration by at most
+            ``OFFSET_TOLERANCE_SECONDS`` (warning), drop events starting at or after it, reject
+            offsets further out. Without it such events are kept as written
+            (see :func:`events_past_end`).
 
     Returns:
         DataFrame with columns filename (str), onset, offset (float64 s), event_label (str/NaN),
@@ -196,6 +220,7 @@ def read_strong_tsv(
             i = np.flatnonzero(unknown)[0]
             raise InputError(path, f"file {names.iloc[i]!r} is not in the durations table",
                              line=int(lines[i]))
+    if durations is not None and clip_to_durations:
         too_long = event & (offset > clip_dur + OFFSET_TOLERANCE_SECONDS + 1e-9)
         if too_long.any():
             i = np.flatnonzero(too_long)[0]
@@ -231,6 +256,20 @@ def read_strong_tsv(
     return result
 
 
+def _sorted_by_clip_class(events: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Events only, sorted by (file, class, onset), with, per row, "first of its file and class"
+    and the latest offset of the earlier events of its file and class (NaN for the first)."""
+    ev = events[events["onset"].notna().to_numpy()]
+    order = np.lexsort((ev["onset"].to_numpy(), ev["event_label"].astype(str).to_numpy(),
+                        ev["filename"].astype(str).to_numpy()))
+    ev = ev.iloc[order]
+    key = ev["filename"].astype(str) + "\x00" + ev["event_label"].astype(str)
+    new_key = (key != key.shift()).to_numpy()
+    run_max = ev.groupby(key.to_numpy(), sort=False)["offset"].cummax().shift().to_numpy(float)
+    run_max[new_key] = np.nan
+    return ev, new_key, run_max
+
+
 def merge_overlapping_events(events: pd.DataFrame) -> pd.DataFrame:
     """Merge overlapping events of the same class in the same clip (touching events stay apart).
 
@@ -243,13 +282,7 @@ def merge_overlapping_events(events: pd.DataFrame) -> pd.DataFrame:
     if events.empty:
         return events.copy()
     is_event = events["onset"].notna().to_numpy()
-    ev = events[is_event]
-    order = np.lexsort((ev["onset"].to_numpy(), ev["event_label"].astype(str).to_numpy(),
-                        ev["filename"].astype(str).to_numpy()))
-    ev = ev.iloc[order]
-    key = ev["filename"].astype(str) + "\x00" + ev["event_label"].astype(str)
-    new_key = (key != key.shift()).to_numpy()
-    run_max = ev.groupby(key.to_numpy(), sort=False)["offset"].cummax().shift().to_numpy()
+    ev, new_key, run_max = _sorted_by_clip_class(events)
     starts = new_key | ~(ev["onset"].to_numpy() < run_max)
     if starts.all():
         return events.copy()
@@ -261,6 +294,45 @@ def merge_overlapping_events(events: pd.DataFrame) -> pd.DataFrame:
     empty = events[~is_event].assign(_pos=events.index[~is_event])
     out = pd.concat([merged, empty], ignore_index=True).sort_values("_pos", kind="stable")
     return out[list(EVENT_COLUMNS)].reset_index(drop=True)
+
+
+def duplicated_events(events: pd.DataFrame) -> np.ndarray:
+    """Mask (one entry per row) of events that repeat an earlier row exactly (file, times, class)."""
+    is_event = events["onset"].notna().to_numpy()
+    return is_event & events.duplicated(subset=list(EVENT_COLUMNS)).to_numpy()
+
+
+def first_overlap(events: pd.DataFrame) -> tuple[int, int] | None:
+    """The first two same-class events of one clip that overlap, as index labels of ``events``.
+
+    psds_eval's rule (which sed_eval and the DCASE evaluations inherit): events overlap when their
+    intersection is longer than zero; events that only touch, and exact duplicates, do not count.
+    Returns None when there is no such pair.
+    """
+    unique = events[~duplicated_events(events)]
+    ev, _, run_max = _sorted_by_clip_class(unique)
+    overlapping = np.flatnonzero(ev["onset"].to_numpy() < run_max)  # NaN compares False
+    if not overlapping.size:
+        return None
+    j = int(overlapping[0])
+    # its partner: an earlier event of the same file and class that ends after it starts
+    same = (ev["filename"].to_numpy()[:j] == ev["filename"].iat[j]) & (
+        ev["event_label"].to_numpy()[:j] == ev["event_label"].iat[j])
+    partner = np.flatnonzero(same & (ev["offset"].to_numpy()[:j] > ev["onset"].iat[j]))[0]
+    return ev.index[partner], ev.index[j]
+
+
+def events_past_end(events: pd.DataFrame, durations: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Masks over the rows of ``events``: offset past the clip's duration, and onset at or after it.
+
+    Clips missing from ``durations`` (keys with or without audio extension) count as neither.
+    """
+    by_id = _durations_by_id(durations)
+    names = events["filename"].astype(str)
+    clip_dur = np.array([durations.get(n, by_id.get(clip_id(n), np.nan)) for n in names], float)
+    offset, onset = events["offset"].to_numpy(float), events["onset"].to_numpy(float)
+    with np.errstate(invalid="ignore"):
+        return offset > clip_dur, onset >= clip_dur
 
 
 # -------------------------------------------------------------------------------------- weak labels

@@ -36,6 +36,10 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=None, metavar="N", help="windows per forward pass (default 4 on CPU, 32 on GPU)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to run the model (default auto)")
     p.add_argument(
+        "--variant", choices=("frame", "clip"), default=None,
+        help="encoder variant of the checkpoint (default: what the file says; an override that contradicts it is an error)",
+    )
+    p.add_argument(
         "--precision", default="auto", choices=("auto", "fp32", "bf16"),
         help="auto: bf16 on GPU, fp32 on CPU; bf16 on CPU is faster on AVX-512 BF16 / AMX machines",
     )
@@ -80,5 +84,6 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         precision=args.precision,
+        variant=args.variant,
         stderr=sys.stderr,
     )

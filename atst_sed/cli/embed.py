@@ -51,6 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--blocks", choices=("last", "all"), default="last",
                    help="last block only (N, D), or every block stacked (L, N, D)")
     p.add_argument("--batch-size", type=int, default=16, metavar="N", help="chunks encoded per forward pass")
+    p.add_argument("--variant", choices=("frame", "clip"), default=None,
+                   help="read a published checkpoint as ATST-Frame or ATST-Clip (default: what the file says, "
+                        "else the official loaders' rule; the choice is logged)")
     p.set_defaults(func=run)
 
 
@@ -78,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise AtstSedError("--batch-size must be at least 1")
     device = resolve_device(args.device)
-    loaded = load_checkpoint(args.checkpoint)
+    loaded = load_checkpoint(args.checkpoint, variant=args.variant)
     wave = load_audio(args.audio)
     if wave.shape[0] < MIN_SAMPLES:
         raise InputError(args.audio, f"too short to embed: {wave.shape[0] / SAMPLE_RATE:.3f} s "

@@ -17,7 +17,10 @@ def register(subparsers) -> None:
             "Score predictions against a DESED-format ground truth. PREDICTIONS is (a) a folder "
             "of predictions_th_<threshold>.tsv files (DCASE 2022 operating points: PSDS with "
             "psds_eval + F1), (b) a folder of sed_scores_eval score files <clip>.tsv (also "
-            "threshold-free PSDS with sed_scores_eval), or (c) one event TSV (F1 only)."
+            "threshold-free PSDS with sed_scores_eval), or (c) one event TSV (F1 only). "
+            "Every table is scored as written, as the reference libraries score it: events past "
+            "a clip's end (padded pipelines write them) are kept and reported once with a count; "
+            "overlapping events of one class, which psds_eval refuses, are an error."
         ),
     )
     p.add_argument("--ground-truth", required=True, metavar="GT.tsv",
@@ -98,14 +101,19 @@ def run(args: argparse.Namespace) -> int:
 
     from atst_sed.errors import AtstSedError
     from atst_sed.evaluation import evaluate_event_table, evaluate_operating_points, evaluate_scores
-    from atst_sed.evaluation.inputs import load_operating_points, load_scores, prediction_kind
-    from atst_sed.events import read_durations_tsv, read_strong_tsv
+    from atst_sed.evaluation.inputs import (
+        load_event_table,
+        load_operating_points,
+        load_scores,
+        prediction_kind,
+    )
+    from atst_sed.events import read_durations_tsv
     from atst_sed.fileio import atomic_write_text
 
     console = Console(stderr=False)
     classes = _classes(args.classes)
     durations = read_durations_tsv(args.durations)
-    ground_truth = read_strong_tsv(args.ground_truth, classes=classes, durations=durations)
+    ground_truth = load_event_table(args.ground_truth, classes, durations, "ground truth")
     if classes is None:
         classes = sorted(set(ground_truth["event_label"].dropna()))
         if not classes:
@@ -127,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
                                          threshold=args.threshold, n_jobs=args.jobs,
                                          plot_dir=args.plots)
             else:
-                table = read_strong_tsv(args.predictions, classes=classes, durations=durations)
+                table = load_event_table(args.predictions, classes, durations, "predictions")
                 clips = set(table["filename"]) if args.exclude_missing else None
                 result = evaluate_event_table(table, ground_truth, durations, classes, clips=clips)
                 if args.plots:

@@ -95,7 +95,7 @@ class ClipDataset(Dataset):
             else:  # clips absent from the manifest (missing audio) cannot be checked: never "beyond"
                 names = read_strong_tsv(labels, class_map.names, merge_overlaps=False)["filename"]
                 durations = {**{n: float("inf") for n in names}, **self.durations}
-            events = read_strong_tsv(labels, class_map.names, durations)
+            events = read_strong_tsv(labels, class_map.names, durations, merge_overlaps=True, clip_to_durations=True)
             absent = sorted(set(events["filename"]) - present)
             if absent:
                 log.warning("%s: %d labelled clip(s) have no audio (see missing_files.tsv); skipped", labels, len(absent))

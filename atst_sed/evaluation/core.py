@@ -31,6 +31,7 @@ from atst_sed.evaluation.psds import (
     SCENARIOS,
     PsdsResult,
     psds_from_operating_points,
+    sed_scores_ground_truth,
     threshold_free_psds,
 )
 from atst_sed.evaluation.scores import scores_to_operating_points
@@ -276,6 +277,11 @@ def evaluate_scores(
         log.warning("%d score file(s) of clips not in the ground truth ignored, e.g. %s",
                     len(extra), extra[0])
     scored = {c: scores[c] for c in inputs.clips}
+    _, joined = sed_scores_ground_truth(inputs.ground_truth, inputs.clips)
+    if joined:
+        log.warning("threshold-free PSDS: %d ground-truth event(s) touch or repeat an event of "
+                    "their class; joined for sed_scores_eval, which refuses them (the psds_eval "
+                    "figures score them as written)", joined)
     op_thresholds = sorted({float(t) for t in thresholds})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)

@@ -1,26 +1,50 @@
-"""Reading what ``atst-sed evaluate`` accepts as predictions, with the input checks.
+"""Reading what ``atst-sed evaluate`` accepts as ground truth and predictions, with the input checks.
 
 PATH kinds:
 * ``operating_points``: a folder of ``predictions_th_<threshold>.tsv`` event tables (DCASE 2022);
 * ``scores``: a folder of sed_scores_eval score files (``<clip_id>.tsv`` with
   ``onset offset <classes...>``);
 * ``events``: one event TSV (F1 only).
+
+The rule for every input: score exactly what the reference libraries score. Tables are read as
+written: events that run past their clip's end (padded pipelines — the DCASE baseline, audiossl,
+ATST-SED — write them for every clip shorter than 10 s) and exact duplicates are kept and reported
+once with a count; what psds_eval itself refuses (overlapping events of one class) is an error
+naming the file.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from os import PathLike
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from atst_sed.errors import InputError
 from atst_sed.evaluation.scores import read_score_files
-from atst_sed.events import clip_id, lookup_duration, read_strong_tsv
+from atst_sed.events import (
+    clip_id,
+    duplicated_events,
+    events_past_end,
+    first_overlap,
+    lookup_duration,
+    read_strong_tsv,
+)
 
-__all__ = ["OP_FILE_PATTERN", "load_operating_points", "load_scores", "prediction_kind"]
+__all__ = [
+    "OP_FILE_PATTERN",
+    "check_event_tables",
+    "load_event_table",
+    "load_operating_points",
+    "load_scores",
+    "prediction_kind",
+]
+
+log = logging.getLogger(__name__)
 
 #: ``predictions_th_0.49.tsv`` (DESED_task's op-point file names).
 OP_FILE_PATTERN = re.compile(r"^predictions_th_(\d+(?:\.\d+)?)\.tsv$")
@@ -48,29 +72,96 @@ def prediction_kind(path: str | PathLike[str]) -> str:
                      f"(header {' '.join(header)!r}, expected 'onset offset <classes>')", line=1)
 
 
+def check_event_tables(tables: Mapping[Path, pd.DataFrame], durations: Mapping[str, float],
+                       what: str) -> None:
+    """Apply the input rule (module docstring) to event tables read with :func:`read_strong_tsv`.
+
+    Warns once per kind of finding over all ``tables`` (events past their clip's end, exact
+    duplicates), each with a count and an example; raises :class:`InputError` naming the file for
+    overlapping same-class events, which psds_eval refuses.
+    """
+    past_end = duplicates = n_events = 0
+    starting_after = 0
+    files_past: list[Path] = []
+    example = dup_example = None
+    worst = 0.0
+    for path, table in tables.items():
+        pair = first_overlap(table)
+        if pair is not None:
+            a, b = table.loc[pair[0]], table.loc[pair[1]]
+            raise InputError(
+                path, f"clip {a['filename']!r}: {a['event_label']} events {a['onset']:g}-{a['offset']:g} s "
+                f"and {b['onset']:g}-{b['offset']:g} s overlap (psds_eval and sed_scores_eval refuse "
+                "overlapping events of one class; merge them)")
+        n_events += int(table["onset"].notna().sum())
+        late, after = events_past_end(table, durations)
+        if late.any():
+            past_end += int(late.sum())
+            starting_after += int(after.sum())
+            files_past.append(path)
+            overshoot = table["offset"].to_numpy(float)[late] - np.array(
+                [lookup_duration(durations, n) for n in table["filename"][late]], float)
+            worst = max(worst, float(overshoot.max()))
+            if example is None:
+                row = table[late].iloc[0]
+                example = (f"{path}: {row['filename']} {row['event_label']} {row['onset']:g}-"
+                           f"{row['offset']:g} s, clip {lookup_duration(durations, row['filename']):g} s")
+        dup = duplicated_events(table)
+        if dup.any():
+            duplicates += int(dup.sum())
+            if dup_example is None:
+                row = table[dup].iloc[0]
+                dup_example = f"{path}: {row['filename']} {row['event_label']} {row['onset']:g}-{row['offset']:g} s"
+    if past_end:
+        in_files = f" in {len(files_past)} of {len(tables)} files" if len(tables) > 1 else ""
+        after = f"; {starting_after} start at or after it" if starting_after else ""
+        log.warning("%s: %d of %d events%s run past their clip's end (by up to %.3g s%s), e.g. %s; "
+                    "scored as written, as psds_eval does", what, past_end, n_events, in_files,
+                    worst, after, example)
+    if duplicates:
+        log.warning("%s: %d event(s) repeat an earlier row exactly, e.g. %s; scored as written "
+                    "(psds_eval counts each)", what, duplicates, dup_example)
+
+
+def load_event_table(path: str | PathLike[str], classes: Sequence[str] | None,
+                     durations: Mapping[str, float], what: str) -> pd.DataFrame:
+    """One event TSV (ground truth or predictions), read as written and checked (see
+    :func:`check_event_tables`)."""
+    table = read_strong_tsv(path, classes=classes, durations=durations)
+    check_event_tables({Path(path): table}, durations, what)
+    return table
+
+
 def load_operating_points(
     directory: str | PathLike[str], classes: Sequence[str] | None,
-    durations: Mapping[str, float] | None,
+    durations: Mapping[str, float],
 ) -> dict[float, pd.DataFrame]:
-    """``{threshold: events}`` from ``predictions_th_*.tsv`` files, each checked like a strong TSV."""
+    """``{threshold: events}`` from ``predictions_th_*.tsv`` files, read as written and checked
+    together (one warning per finding over all files, see :func:`check_event_tables`)."""
     directory = Path(directory)
     files = sorted(p for p in directory.iterdir() if OP_FILE_PATTERN.match(p.name))
     if not files:
         raise InputError(directory, "no predictions_th_<threshold>.tsv files")
+    tables: dict[Path, pd.DataFrame] = {}
     out: dict[float, pd.DataFrame] = {}
     for path in files:
         threshold = float(OP_FILE_PATTERN.match(path.name).group(1))  # type: ignore[union-attr]
         if not 0.0 <= threshold <= 1.0:
             raise InputError(path, f"threshold {threshold:g} in the file name is not in [0, 1]")
-        out[threshold] = read_strong_tsv(path, classes=classes, durations=durations)
+        out[threshold] = tables[path] = read_strong_tsv(path, classes=classes, durations=durations)
+    check_event_tables(tables, durations, f"operating points {directory}")
     return out
 
 
 def load_scores(
     directory: str | PathLike[str], classes: Sequence[str] | None,
-    durations: Mapping[str, float] | None,
+    durations: Mapping[str, float],
 ) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    """Score files, checked: class columns known, every clip known to ``durations``."""
+    """Score files, checked: class columns known, every clip known to ``durations``.
+
+    Score tracks that run more than one frame past their clip's end (padded pipelines) are kept
+    as written and reported once with a count, as events are.
+    """
     scores, score_classes = read_score_files(directory)
     if classes is not None:
         unknown = [c for c in score_classes if c not in set(classes)]
@@ -78,9 +169,18 @@ def load_scores(
             first = Path(directory) / f"{next(iter(scores))}.tsv"
             raise InputError(first, f"unknown class column(s) {', '.join(unknown)} "
                              f"(known: {', '.join(classes)})", line=1)
-    if durations is not None:
-        for name in scores:
-            if lookup_duration(durations, name) is None:
-                raise InputError(Path(directory) / f"{name}.tsv",
-                                 f"clip {clip_id(name)!r} is not in the durations table")
+    past_end: list[tuple[str, float, float]] = []
+    for name, frame in scores.items():
+        duration = lookup_duration(durations, name)
+        if duration is None:
+            raise InputError(Path(directory) / f"{name}.tsv",
+                             f"clip {clip_id(name)!r} is not in the durations table")
+        end = float(frame["offset"].iat[-1])
+        if end > duration + float(frame["offset"].iat[-1] - frame["onset"].iat[-1]):
+            past_end.append((name, end, duration))
+    if past_end:
+        name, end, duration = past_end[0]
+        log.warning("score files %s: %d of %d run past their clip's end by more than one frame, "
+                    "e.g. %s.tsv to %g s in a %g s clip; scored as written, as sed_scores_eval "
+                    "does", directory, len(past_end), len(scores), name, end, duration)
     return scores, score_classes

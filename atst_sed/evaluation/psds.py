@@ -25,6 +25,7 @@ __all__ = [
     "PsdsResult",
     "PsdsScenario",
     "psds_from_operating_points",
+    "sed_scores_ground_truth",
     "threshold_free_psds",
 ]
 
@@ -213,6 +214,31 @@ def psds_from_operating_points(
     )
 
 
+def sed_scores_ground_truth(
+    ground_truth: pd.DataFrame, clips: Sequence[str],
+) -> tuple[dict[str, list[tuple[float, float, str]]], int]:
+    """Ground truth as sed_scores_eval takes it: ``{clip: [(onset, offset, label), ...]}`` for
+    ``clips``, and how many events were joined to an earlier one.
+
+    sed_scores_eval refuses same-class events that touch or repeat (psds_eval scores them as
+    written): those are joined into one event. Callers report the count.
+    """
+    events = _events_only(ground_truth)
+    wanted = set(clips)
+    events = events[events["filename"].isin(wanted)]
+    ground: dict[str, list[tuple[float, float, str]]] = {c: [] for c in clips}
+    ordered = events.sort_values(["filename", "event_label", "onset"], kind="stable")
+    joined = 0
+    for clip, on, off, label in ordered.itertuples(index=False, name=None):
+        previous = ground[clip][-1] if ground[clip] else None
+        if previous is not None and previous[2] == label and on <= previous[1]:
+            ground[clip][-1] = (previous[0], max(previous[1], float(off)), label)
+            joined += 1
+        else:
+            ground[clip].append((float(on), float(off), label))
+    return ground, joined
+
+
 def threshold_free_psds(
     scores: Mapping[str, pd.DataFrame],
     ground_truth: pd.DataFrame,
@@ -231,7 +257,8 @@ def threshold_free_psds(
         num_jobs: processes sed_scores_eval may use.
 
     Classes without any ground-truth event are left out (sed_scores_eval requires one), with a
-    warning. Same-class events that touch are joined (sed_scores_eval rejects them).
+    warning. Same-class events that touch or repeat are joined (sed_scores_eval rejects them; see
+    :func:`sed_scores_ground_truth`).
 
     Returns:
         :class:`PsdsResult` (evaluator "sed_scores_eval").
@@ -251,15 +278,7 @@ def threshold_free_psds(
                     ", ".join(dropped))
     if not classes:
         raise ValueError("no class has a ground-truth event among the scored clips")
-    ground: dict[str, list[tuple[float, float, str]]] = {i: [] for i in ids}
-    ordered = events.sort_values(["filename", "event_label", "onset"], kind="stable")
-    for clip, on, off, label in ordered.itertuples(index=False, name=None):
-        previous = ground[clip][-1] if ground[clip] else None
-        if previous is not None and previous[2] == label and on <= previous[1]:
-            # Touching/overlapping same-class events: one event (sed_scores_eval rejects them).
-            ground[clip][-1] = (previous[0], max(previous[1], float(off)), label)
-        else:
-            ground[clip].append((float(on), float(off), label))
+    ground, _ = sed_scores_ground_truth(events, ids)
     use_scores = scores if not dropped else {
         k: v[["onset", "offset", *classes]] for k, v in scores.items()
     }

@@ -17,10 +17,11 @@ import numpy as np
 import pandas as pd
 
 from atst_sed.errors import InputError
-from atst_sed.events import clip_id
+from atst_sed.events import clip_id, repeated_columns
 from atst_sed.fileio import atomic_write_text
 
 __all__ = [
+    "parse_score_table",
     "read_score_files",
     "score_dataframe",
     "scores_to_operating_points",
@@ -81,18 +82,79 @@ def write_score_files(
     return written
 
 
+def _cell(value: object) -> str:
+    """A table cell for a message: ``nan``, ``inf``, ``'text'`` (never ``np.float64(nan)``)."""
+    return repr(float(value)) if isinstance(value, (float, np.floating)) else repr(str(value))
+
+
+def parse_score_table(data: bytes, source: str | PathLike[str]) -> pd.DataFrame:
+    """Parse and check one score file's bytes (``source`` names it in errors).
+
+    Checks: a header ``onset offset <class>...`` without repeated names, at least one frame,
+    every cell a finite number, every frame longer than zero and starting where the previous one
+    ends (so times increase), and sed_scores_eval's own format check.
+
+    Returns:
+        DataFrame[onset, offset, classes...] of float64.
+
+    Raises:
+        InputError: naming ``source`` and, where known, the 1-based line (header = 1).
+    """
+    first_line = data.split(b"\n", 1)[0].decode("utf-8", errors="replace").rstrip("\r")
+    repeated = repeated_columns(first_line.split("\t"))
+    if repeated:
+        raise InputError(source, f"column name {repeated[0]!r} appears more than once in the header",
+                         line=1)
+    try:
+        frame = pd.read_csv(io.BytesIO(data), sep="\t", float_precision="round_trip")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise InputError(source, f"not a readable score table ({str(err).strip().splitlines()[0]})") from None
+    if list(frame.columns[:2]) != ["onset", "offset"] or frame.shape[1] < 3:
+        raise InputError(source, "score files need the header 'onset offset <class>...' "
+                         f"(found {' '.join(map(str, frame.columns))})", line=1)
+    if frame.empty:
+        raise InputError(source, "no frames", line=2)
+    if all(pd.api.types.is_numeric_dtype(t) for t in frame.dtypes):
+        numeric = frame.to_numpy(float)
+    else:  # some cell is not a number: find it
+        numeric = frame.apply(pd.to_numeric, errors="coerce").to_numpy(float)
+    bad = ~np.isfinite(numeric)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise InputError(source, f"column {frame.columns[col]!r}: value {_cell(frame.iat[row, col])} "
+                         "is not a finite number", line=int(row) + 2)
+    if not frame.dtypes.eq(float).all():  # e.g. integer columns ("0", "1")
+        frame = pd.DataFrame(numeric, columns=frame.columns)
+    onset, offset = numeric[:, 0], numeric[:, 1]
+    short = np.flatnonzero(offset <= onset)
+    if short.size:
+        i = int(short[0])
+        raise InputError(source, f"frame offset {offset[i]:g} s is not after its onset {onset[i]:g} s "
+                         "(times must increase)", line=i + 2)
+    gap = np.flatnonzero(onset[1:] != offset[:-1])
+    if gap.size:
+        i = int(gap[0]) + 1
+        raise InputError(source, f"frame onset {onset[i]:g} s differs from the previous frame's offset "
+                         f"{offset[i - 1]:g} s (frames must follow each other)", line=i + 2)
+    from sed_scores_eval.base_modules.scores import validate_score_dataframe
+
+    try:
+        validate_score_dataframe(frame)
+    except (ValueError, AssertionError) as err:
+        raise InputError(source, str(err)) from None
+    return frame
+
+
 def read_score_files(directory: str | PathLike[str]) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    """Read a folder of sed_scores_eval score TSVs.
+    """Read a folder of sed_scores_eval score TSVs, each checked by :func:`parse_score_table`.
 
     Returns:
         (``{clip_id: DataFrame[onset, offset, classes...]}`` sorted by id, class names).
 
     Raises:
-        InputError: no score files, a malformed file (named with its line where known), NaN/Inf
-            scores, or files whose class columns differ.
+        InputError: no score files, a malformed file (named with its line where known), or files
+            whose class columns differ.
     """
-    from sed_scores_eval.base_modules.scores import validate_score_dataframe
-
     directory = Path(directory)
     if not directory.is_dir():
         raise InputError(directory, "not a folder of score files")
@@ -102,33 +164,11 @@ def read_score_files(directory: str | PathLike[str]) -> tuple[dict[str, pd.DataF
     out: dict[str, pd.DataFrame] = {}
     classes: list[str] | None = None
     for path in files:
-        try:
-            frame = pd.read_csv(path, sep="\t", float_precision="round_trip")
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-            raise InputError(path, f"not a readable score table ({err})") from None
-        if list(frame.columns[:2]) != ["onset", "offset"] or frame.shape[1] < 3:
-            raise InputError(path, "score files need the header 'onset offset <class>...' "
-                             f"(found {' '.join(map(str, frame.columns))})", line=1)
-        if frame.empty:
-            raise InputError(path, "no frames", line=2)
-        if all(pd.api.types.is_numeric_dtype(t) for t in frame.dtypes):
-            numeric = frame.to_numpy(float)
-        else:  # some cell is not a number: find it
-            numeric = frame.apply(pd.to_numeric, errors="coerce").to_numpy(float)
-        bad = ~np.isfinite(numeric)
-        if bad.any():
-            row, col = np.argwhere(bad)[0]
-            raise InputError(path, f"column {frame.columns[col]!r}: value "
-                             f"{frame.iat[row, col]!r} is not a finite number", line=int(row) + 2)
-        if not frame.dtypes.eq(float).all():  # e.g. integer columns ("0", "1")
-            frame = pd.DataFrame(numeric, columns=frame.columns)
-        try:
-            _, file_classes = validate_score_dataframe(frame)
-        except (ValueError, AssertionError) as err:
-            raise InputError(path, str(err)) from None
+        frame = parse_score_table(path.read_bytes(), path)
+        file_classes = [str(c) for c in frame.columns[2:]]
         if classes is None:
-            classes = list(file_classes)
-        elif list(file_classes) != classes:
+            classes = file_classes
+        elif file_classes != classes:
             raise InputError(path, f"class columns {file_classes} differ from those of "
                              f"{files[0].name} ({classes})", line=1)
         out[path.stem] = frame

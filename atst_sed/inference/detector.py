@@ -130,13 +130,16 @@ class Detector:
         thresholds: float | Sequence[float] | Mapping[str, float] | None = None,
         median_filter: int | Sequence[int] | Mapping[str, int] | None = None,
         precision: str = "auto",
+        variant: str | None = None,
     ) -> "Detector":
         """Load a fine-tuned SED checkpoint (ours, kind ``sed``). Decoding settings come from the
         checkpoint (default 0.5 / 7 frames) and are overridden by ``thresholds`` /
-        ``median_filter``: one value for all classes, one per class, or ``{class: value}``."""
+        ``median_filter``: one value for all classes, one per class, or ``{class: value}``.
+        ``variant`` (``frame``/``clip``) is checked against the file, see
+        :func:`~atst_sed.models.checkpoint.load_checkpoint`."""
         from atst_sed.models.checkpoint import load_checkpoint
 
-        loaded = load_checkpoint(path)
+        loaded = load_checkpoint(path, variant=variant)
         if loaded.kind != "sed" or loaded.model is None:
             raise InputError(
                 path,

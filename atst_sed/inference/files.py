@@ -13,7 +13,7 @@ from typing import TextIO
 import numpy as np
 import pandas as pd
 
-from atst_sed.audio import is_audio_file
+from atst_sed.audio import is_audio_file, unusable_path_reason
 from atst_sed.errors import AtstSedError
 from atst_sed.inference.postprocess import SCORED_EVENT_COLUMNS
 
@@ -33,6 +33,8 @@ def collect_inputs(inputs: Sequence[str]) -> tuple[list[InputFile], list[str]]:
 
     Returns (files in input order, each once; problems as one-line messages). A file found in a
     folder is named by its path relative to that folder (``/``-separated); other files by their name.
+    Entries with an audio extension that cannot be opened — dangling symbolic links, link loops —
+    are problems, one line each, not skipped silently.
     """
     found: list[InputFile] = []
     problems: list[str] = []
@@ -44,11 +46,18 @@ def collect_inputs(inputs: Sequence[str]) -> tuple[list[InputFile], list[str]]:
             seen.add(key)
             found.append(InputFile(path, name))
 
+    def usable(path: Path) -> bool:
+        reason = unusable_path_reason(path)
+        if reason is not None:
+            problems.append(f"{path}: {reason}")
+        return reason is None
+
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and is_audio_file(p))
-            if not files:
+            entries = sorted(p for p in path.rglob("*") if is_audio_file(p) and not p.is_dir())
+            files = [p for p in entries if usable(p)]
+            if not entries:
                 problems.append(f"{item}: folder contains no audio files")
             for p in files:
                 add(p, p.relative_to(path).as_posix())
@@ -56,13 +65,14 @@ def collect_inputs(inputs: Sequence[str]) -> tuple[list[InputFile], list[str]]:
             add(path, path.name)
         elif glob.has_magic(item):
             matches = sorted(Path(m) for m in glob.glob(item, recursive=True))
-            files = [m for m in matches if m.is_file()]
-            if not files:
+            files = [m for m in matches if not m.is_dir() and usable(m)]
+            if not matches:
                 problems.append(f"{item}: no file matches this pattern")
             for p in files:
                 add(p, p.name)
         else:
-            problems.append(f"{item}: no such file or folder")
+            reason = unusable_path_reason(path)
+            problems.append(f"{item}: {'no such file or folder' if reason == 'no such file' else reason}")
     return found, problems
 
 
@@ -89,6 +99,7 @@ def run_detect(
     batch_size: int | None = None,
     device: str = "auto",
     precision: str = "auto",
+    variant: str | None = None,
     stderr: TextIO | None = None,
 ) -> int:
     """The ``atst-sed detect`` command. Returns 0, or 1 when any input failed (each reported as
@@ -104,7 +115,7 @@ def run_detect(
     try:
         detector = Detector.from_checkpoint(
             checkpoint, device=device, batch_size=batch_size, hop_seconds=hop, thresholds=thresholds, median_filter=median_filter,
-            precision=precision,
+            precision=precision, variant=variant,
         )
     except ValueError as err:
         raise AtstSedError(str(err)) from None

@@ -1,4 +1,4 @@
-"""Long audio → 10 s windows → one continuous score track (overlap-add), with streamed audio input.
+"""Long audio → 10 s windows → one continuous score track (overlap-add).
 
 All window arithmetic is in integer encoder tokens (40 ms = 640 samples at 16 kHz). A recording of
 ``n`` samples has ``samples_to_tokens(n)`` output frames. Windows are 250 tokens (160 000 samples =
@@ -12,29 +12,20 @@ constant window outputs give exactly that constant everywhere (pyannote.audio's 
 
 from __future__ import annotations
 
-import logging
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from os import PathLike
-from pathlib import Path
 
 import numpy as np
-import soundfile as sf
-import torch
-import torchaudio.functional as AF
 
-from atst_sed.audio import SAMPLE_RATE, check_audio_path, load_audio
-from atst_sed.errors import InputError
+# read_audio_16k (block-wise decoding, in atst_sed.audio) is re-exported: the window pipeline's reader.
+from atst_sed.audio import SAMPLE_RATE, read_audio_16k  # noqa: F401
 from atst_sed.features import FRAMES_PER_TOKEN, HOP_SAMPLES, samples_to_tokens, seconds_to_token
 
-log = logging.getLogger(__name__)
 
 SAMPLES_PER_TOKEN = HOP_SAMPLES * FRAMES_PER_TOKEN  # 640
 WINDOW_SAMPLES = 10 * SAMPLE_RATE  # 160 000 samples = 1001 mel frames
 WINDOW_TOKENS = samples_to_tokens(WINDOW_SAMPLES)  # 250
 DEFAULT_HOP_SECONDS = 5.0
-_LIBSNDFILE_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".aiff", ".aif", ".mp3")
 
 
 def hop_to_tokens(hop_seconds: float) -> int:
@@ -115,120 +106,6 @@ def overlap_add(windows: list[Window], probs: list[np.ndarray], n_tokens: int) -
     for w, p in zip(windows, probs):
         acc.add(w.start, p[: w.n_tokens])
     return acc.result()
-
-
-# ---------------------------------------------------------------------------------------------
-# Streamed audio input
-
-
-def _resample_margin(sr: int) -> tuple[int, int, int]:
-    """(input step, output step, margin in input samples) for block-wise resampling sr → 16 kHz.
-
-    Blocks start on multiples of the input step so that each block's output grid coincides with the
-    whole file's; the margin (a multiple of the step) covers torchaudio's sinc kernel, so the inner
-    samples of each block equal those of resampling the whole file.
-    """
-    g = math.gcd(sr, SAMPLE_RATE)
-    step_in, step_out = sr // g, SAMPLE_RATE // g
-    kernel = math.ceil(6 * step_in / (min(step_in, step_out) * 0.99)) + 2  # torchaudio default width 6
-    margin = step_in * max(1, math.ceil(max(kernel, 64) / step_in))
-    return step_in, step_out, margin
-
-
-def read_audio_16k(path: str | PathLike[str], block_seconds: float = 10.0) -> np.ndarray:
-    """Read any audio file as mono float32 (N,) at 16 kHz, decoding in blocks.
-
-    Formats libsndfile reads are decoded ``block_seconds`` at a time (downmix and resampling per
-    block), so peak memory is the 16 kHz result (≈ 230 MB per hour) plus one block — never the
-    whole file at its own rate and channel count. Other formats go through
-    :func:`atst_sed.audio.load_audio`. Raises :class:`InputError` for unreadable, empty or
-    non-finite audio.
-    """
-    path = check_audio_path(path)
-    try:
-        f = sf.SoundFile(str(path))
-    except Exception as err:
-        if path.suffix.lower() in _LIBSNDFILE_SUFFIXES:  # no other decoder would do better
-            raise InputError(path, f"not a readable audio file ({str(err).strip() or type(err).__name__})") from None
-        return load_audio(path).numpy()
-    with f:
-        sr, n_in = int(f.samplerate), int(f.frames)
-        if sr <= 0:
-            raise InputError(path, f"invalid sample rate {sr}")
-        if n_in <= 0:
-            raise InputError(path, "contains no audio samples")
-        try:
-            if sr == SAMPLE_RATE:
-                return _read_native(f, path, n_in, block_seconds)
-            return _read_resampled(f, path, sr, n_in, block_seconds)
-        except InputError:
-            raise
-        except Exception as err:
-            raise InputError(path, f"cannot decode audio ({type(err).__name__}: {str(err).strip()[:120]})") from None
-
-
-def _mono_block(f: sf.SoundFile, path: Path, n: int) -> np.ndarray:
-    data = f.read(n, dtype="float32", always_2d=True)
-    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    if not np.isfinite(mono).all():
-        raise InputError(path, "contains NaN or infinite samples")
-    return mono
-
-
-def _read_native(f: sf.SoundFile, path: Path, n_in: int, block_seconds: float) -> np.ndarray:
-    block = max(1, int(block_seconds * SAMPLE_RATE))
-    out = np.empty(n_in, dtype=np.float32)
-    pos = 0
-    while pos < n_in:
-        mono = _mono_block(f, path, min(block, n_in - pos))
-        if len(mono) == 0:  # truncated: the header promised more frames than the file holds
-            break
-        out[pos : pos + len(mono)] = mono
-        pos += len(mono)
-    if pos == 0:
-        raise InputError(path, "contains no audio samples")
-    if pos < n_in:
-        log.warning("%s: truncated (%d of %d samples)", path, pos, n_in)
-    return out[:pos]
-
-
-def _read_resampled(f: sf.SoundFile, path: Path, sr: int, n_in: int, block_seconds: float) -> np.ndarray:
-    step_in, step_out, margin = _resample_margin(sr)
-    block = max(step_in, int(block_seconds * sr) // step_in * step_in)
-    n_out = math.ceil(n_in * step_out / step_in)  # torchaudio's output length
-    out = np.empty(n_out, dtype=np.float32)
-    # A sliding buffer of decoded mono input: [buf_start, buf_start + len(buf)).
-    buf = np.zeros(0, dtype=np.float32)
-    buf_start = 0
-    a = 0
-    while a < n_in:
-        b = min(a + block, n_in)
-        want_stop = min(b + margin, n_in)
-        have_stop = buf_start + len(buf)
-        if want_stop > have_stop:
-            more = _mono_block(f, path, want_stop - have_stop)
-            buf = np.concatenate([buf, more])
-            if len(more) < want_stop - have_stop:  # truncated file
-                n_in = buf_start + len(buf)
-                n_out = math.ceil(n_in * step_out / step_in)
-                b = min(b, n_in)
-                if a >= n_in:
-                    break
-        lo = max(0, a - margin)
-        seg = buf[lo - buf_start : min(b + margin, n_in) - buf_start]
-        res = AF.resample(torch.from_numpy(np.ascontiguousarray(seg)), sr, SAMPLE_RATE).numpy()
-        o0 = (a - lo) // step_in * step_out
-        out_a = a // step_in * step_out
-        out_b = n_out if b >= n_in else b // step_in * step_out
-        out[out_a:out_b] = res[o0 : o0 + (out_b - out_a)]
-        # keep only the margin before the next block
-        keep_from = max(0, b - margin)
-        buf = buf[keep_from - buf_start :]
-        buf_start = keep_from
-        a = b
-    if n_out == 0:
-        raise InputError(path, "contains no audio samples")
-    return out[:n_out]
 
 
 def iter_batches(windows: list[Window], batch_size: int) -> Iterator[list[Window]]:

@@ -54,6 +54,29 @@ _ENCODER_PREFERENCE = [
 _IGNORED_PREFIX_PARTS = ("teacher_module.",)  # the frozen ATST-Clip inside a C2F checkpoint
 
 
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
+_PICKLE_PROTOCOL = b"\x80"  # the legacy format starts with a pickle protocol opcode
+
+
+def _not_a_checkpoint(path: Path) -> str | None:
+    """Why the file's first bytes rule out a PyTorch checkpoint (None when they could be one)."""
+    with path.open("rb") as handle:
+        head = handle.read(512)
+    if not head:
+        return "empty file"
+    if head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_PROTOCOL):
+        return None
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "not a PyTorch checkpoint (neither a zip archive nor a pickle)"
+    if text.startswith("version https://git-lfs"):
+        return "not a PyTorch checkpoint but a Git LFS pointer (fetch the file itself: git lfs pull)"
+    if text.lstrip().lower().startswith(("<!doctype html", "<html")):
+        return "not a PyTorch checkpoint but an HTML page (a failed download?)"
+    return "not a PyTorch checkpoint (a text file)"
+
+
 def read_checkpoint_file(path: str | PathLike[str], mmap: bool = False) -> Any:
     """The object in a ``torch.save`` file, read with ``weights_only=True`` (no pickled code runs).
     ``mmap``: tensors stay on disk until used (a cheap check of a large file). A missing, truncated or
@@ -61,20 +84,31 @@ def read_checkpoint_file(path: str | PathLike[str], mmap: bool = False) -> Any:
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "no such checkpoint file")
+    problem = _not_a_checkpoint(path)
+    if problem is not None:
+        raise InputError(path, problem)
     try:
         with torch.serialization.safe_globals(_SAFE_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        if "weights only" not in str(err).lower():  # a damaged pickle stream, not a refused object
+            raise InputError(path, f"not a readable PyTorch checkpoint (damaged data: {first[:120]})") from None
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
         what = f" ({found.group(1)})" if found else (f" ({first[:120]})" if first else "")
         raise InputError(
             path, f"refusing to load: the checkpoint carries a pickled Python object{what}; only tensors and plain data are accepted"
         ) from None
+    except EOFError:
+        raise InputError(path, "not a readable PyTorch checkpoint: truncated or corrupt (an interrupted copy or write?)") from None
     except Exception as err:
-        if "zip archive" in str(err) or isinstance(err, EOFError):  # what torch says of a cut-off file
-            raise InputError(path, "not a readable PyTorch checkpoint: truncated or corrupt (an interrupted copy or write?)") from None
-        raise InputError(path, f"not a readable PyTorch checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''})") from None
+        with path.open("rb") as handle:
+            zipped = handle.read(len(_ZIP_MAGIC)) == _ZIP_MAGIC
+        detail = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        # torch reports a damaged archive as a RuntimeError or an OSError of its zip reader
+        if zipped:
+            raise InputError(path, "not a readable PyTorch checkpoint: truncated or corrupt zip archive (an interrupted copy or write?)") from None
+        raise InputError(path, f"not a readable PyTorch checkpoint ({detail})") from None
 
 
 def _flat_state_dict(raw: Any, path: Path) -> dict[str, Tensor]:
@@ -116,20 +150,43 @@ def _preference_rank(prefix: str) -> int:
     return len(_ENCODER_PREFERENCE)
 
 
-def _variant_hint(raw: Any, sd: dict[str, Tensor], prefix: str) -> str | None:
-    """Resolve the one ambiguous key set (``cls_token`` + final ``norm``: ATST-Clip, or the older
-    FrameAST variant) from what else the file says; None when it says nothing."""
-    if prefix + "cls_token" not in sd or prefix + "norm_frame.weight" in sd:
-        return None
-    if prefix.startswith("sed_"):  # ATST-SED is built on ATST-Frame
-        return "frame"
+VARIANTS = ("frame", "clip")
+
+
+def resolve_variant(raw: Any, sd: dict[str, Tensor], prefix: str) -> tuple[str, str]:
+    """ATST-Frame or ATST-Clip for the encoder under ``prefix``, and why (for the log).
+
+    Only one key set is ambiguous: a ``cls_token`` with a final norm named ``norm`` is ATST-Clip's
+    naming, and also that of an older FrameAST still in circulation (ATST-SED's default
+    ``atst_as2M.ckpt``). Then, in order: the layout's family (ATST-SED and C2F files hold ATST-Frame,
+    DINO-style releases ATST-Clip), the pretraining hyper-parameters (``train_len``: ATST-Clip;
+    ``anchor_len`` / ``mask_ratio``: ATST-Frame), and otherwise the official loaders' rule: the
+    pretraining layout ``model.{teacher,student}.encoder.*`` is ATST-Frame, as ATST-SED's loader
+    reads it (``norm`` → ``norm_frame``, ``cls_token`` dropped); fine-tuned and flat files are
+    ATST-Clip, as audiossl's clip downstream code reads them.
+    """
+    if prefix + "norm_frame.weight" in sd:
+        return "frame", "final norm named 'norm_frame'"
+    if prefix + "cls_token" not in sd:
+        return "frame", "no CLS token"
+    if prefix.startswith("sed_"):
+        return "frame", "ATST-SED files hold ATST-Frame"
+    if "frame_encoder" in prefix:
+        return "frame", "the frame encoder of a C2F model"
+    if prefix.startswith("teacher.") and isinstance(raw, dict) and "teacher" in raw:
+        return "clip", "DINO-style release (ATST-Clip)"
     hp = raw.get("hyper_parameters") if isinstance(raw, dict) else None
     if isinstance(hp, dict) and prefix.startswith("model."):
-        if "train_len" in hp:  # ATST-Clip pretraining crops
-            return "clip"
-        if "anchor_len" in hp or "mask_ratio" in hp:  # ATST-Frame pretraining
-            return "frame"
-    return None
+        if "train_len" in hp:
+            return "clip", "hyper-parameters of ATST-Clip pretraining (train_len)"
+        if "anchor_len" in hp or "mask_ratio" in hp:
+            return "frame", "hyper-parameters of ATST-Frame pretraining (anchor_len / mask_ratio)"
+    ambiguous = "CLS token with a final norm named 'norm', and the file does not say which model"
+    if re.match(r"^model\.(teacher|student)\.encoder\.$", prefix):
+        return "frame", (f"{ambiguous}: read as ATST-Frame, as ATST-SED's official loader reads this "
+                         "layout (atst_as2M.ckpt); set the variant to clip for an ATST-Clip file")
+    return "clip", (f"{ambiguous}: read as ATST-Clip, as audiossl's clip code reads this layout; set the "
+                    "variant to frame for an older ATST-Frame file")
 
 
 def convert_official_state_dict(
@@ -137,17 +194,19 @@ def convert_official_state_dict(
 ) -> tuple[dict[str, Tensor], EncoderConfig]:
     """Map an audiossl FrameAST / AST state dict (keys under ``prefix``) onto :class:`ATSTEncoder`.
 
-    Depth and width come from tensor shapes, heads = width / 64. Unless ``variant`` says otherwise,
-    ATST-Clip is recognised by a ``cls_token`` with a final norm named ``norm``; an older FrameAST
-    variant stores the same keys, so C2F frame encoders are always read as ATST-Frame.
+    Depth and width come from tensor shapes, heads = width / 64. ``variant`` (``frame``/``clip``)
+    defaults to :func:`resolve_variant` on the keys alone; read as ATST-Frame, an older FrameAST's
+    ``cls_token`` is dropped and its final ``norm`` kept.
+
+    Raises:
+        ValueError: ``variant`` is ``clip`` but the encoder has no ``cls_token``.
     """
     enc = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
     width = enc["pos_embed"].shape[-1]
     depth = 1 + max(int(m.group(1)) for k in enc if (m := re.match(r"blocks\.(\d+)\.", k)))
-    if variant is None:
-        is_clip = "cls_token" in enc and "norm_frame.weight" not in enc and "frame_encoder" not in prefix
-    else:
-        is_clip = variant == "clip"
+    is_clip = (variant or resolve_variant(None, sd, prefix)[0]) == "clip"
+    if is_clip and "cls_token" not in enc:
+        raise ValueError("the encoder has no cls_token: it cannot be read as ATST-Clip")
     out: dict[str, Tensor] = {}
     for k, v in enc.items():
         if k.startswith("patch_embed.patch_embed."):
@@ -210,20 +269,31 @@ def load_checkpoint(
     for published files. ``encoder_prefix`` forces where the encoder weights sit; ``variant``
     (``frame``/``clip``) overrides the layout's guess."""
     path = Path(path)
+    if variant is not None and variant not in VARIANTS:
+        raise InputError(path, f"variant must be frame or clip, not {variant!r}")
     raw = read_checkpoint_file(path)
     if isinstance(raw, dict) and raw.get("format") == FORMAT:
-        return _load_own(raw, path)
+        loaded = _load_own(raw, path)
+        if variant is not None and loaded.encoder.config.variant != variant:
+            raise InputError(path, f"the checkpoint holds an ATST-{loaded.encoder.config.variant.capitalize()} "
+                             f"encoder (it says so itself); the variant asked for is {variant}")
+        return loaded
     sd = _flat_state_dict(raw, path)
     prefixes = [encoder_prefix] if encoder_prefix is not None else _encoder_prefixes(sd)
     if not prefixes or not any(k.startswith(prefixes[0] + "blocks.") for k in sd):
         raise InputError(path, "no ATST encoder weights found (looked for '<prefix>blocks.0.attn.qkv.weight' with a pos_embed)")
     prefix = prefixes[0]
-    enc_sd, config = convert_official_state_dict(sd, prefix, variant or _variant_hint(raw, sd, prefix))
+    chosen, why = (variant, "variant given") if variant is not None else resolve_variant(raw, sd, prefix)
+    try:
+        enc_sd, config = convert_official_state_dict(sd, prefix, chosen)
+    except ValueError as err:
+        raise InputError(path, str(err)) from None
     with torch.device("meta"):  # no time spent on a random init that is overwritten anyway
         encoder = ATSTEncoder(config)
     _strict_load(encoder, enc_sd, path)
     encoder.eval()
-    log.info("loaded %s ATST-%s encoder (%d blocks, width %d) from %s[%s]", "published", config.variant, config.depth, config.width, path, prefix)
+    log.info("%s: published ATST-%s encoder (%d blocks, width %d) under '%s' (%s)", path,
+             config.variant.capitalize(), config.depth, config.width, prefix or "<root>", why)
     return LoadedCheckpoint(path=path, kind="encoder", layout=f"official:{prefix or '<root>'}", encoder=encoder)
 
 

@@ -15,6 +15,7 @@ import io
 import logging
 import stat
 import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from os import PathLike
@@ -25,6 +26,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from atst_sed.errors import InputError
+from atst_sed.evaluation.scores import parse_score_table
+from atst_sed.events import repeated_columns
 from atst_sed.submission.layout import (
     DESED_CLASSES,
     FORMATS,
@@ -68,19 +72,30 @@ class ValidationReport:
 
 
 # ----------------------------------------------------------------------------------- package trees
+class UnreadableMember(Exception):
+    """A package member whose bytes cannot be read (corrupt zip data, I/O error)."""
+
+
 class _Tree:
     """Read-only view of the package's files by relative POSIX path (zip members or files)."""
 
     names: list[str]
 
     def read(self, name: str) -> bytes:
-        raise NotImplementedError
-
-    def first_line(self, name: str) -> str:
+        """The member's bytes; :class:`UnreadableMember` when they cannot be read."""
         raise NotImplementedError
 
     def close(self) -> None:
         pass
+
+
+def _read(tree: _Tree, name: str, report: ValidationReport) -> bytes | None:
+    """``tree.read(name)``, or None with one problem line when the member cannot be read."""
+    try:
+        return tree.read(name)
+    except UnreadableMember as err:
+        report.problem(name, str(err))
+        return None
 
 
 class _ZipTree(_Tree):
@@ -101,11 +116,13 @@ class _ZipTree(_Tree):
                 self.names.append(name)
 
     def read(self, name: str) -> bytes:
-        return self._zip.read(name)
-
-    def first_line(self, name: str) -> str:
-        with self._zip.open(name) as handle:
-            return handle.readline().decode("utf-8", errors="replace")
+        try:
+            return self._zip.read(name)
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError) as err:
+            # corrupt deflate data, CRC mismatch, truncated archive, unknown compression, encryption
+            detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise UnreadableMember(f"corrupt or unreadable zip member ({type(err).__name__}"
+                                   f"{': ' + detail if detail else ''})") from None
 
     def close(self) -> None:
         self._zip.close()
@@ -129,11 +146,10 @@ class _DirTree(_Tree):
         return self._root / name[len(self._prefix):]
 
     def read(self, name: str) -> bytes:
-        return self._path(name).read_bytes()
-
-    def first_line(self, name: str) -> str:
-        with open(self._path(name), encoding="utf-8", errors="replace") as handle:
-            return handle.readline()
+        try:
+            return self._path(name).read_bytes()
+        except OSError as err:
+            raise UnreadableMember(f"unreadable file ({err.strerror or type(err).__name__})") from None
 
 
 def _check_name(name: str, report: ValidationReport) -> bool:
@@ -299,8 +315,15 @@ def _check_authors(authors: Any, label: Any, report: ValidationReport, where: st
 # ---------------------------------------------------------------------------------- output checks
 def _check_events_tsv(tree: _Tree, name: str, classes: Sequence[str], expected_clips: int | None,
                       report: ValidationReport) -> None:
+    data = _read(tree, name, report)
+    if data is None:
+        return
+    repeated = repeated_columns(data.split(b"\n", 1)[0].decode("utf-8", "replace").rstrip("\r").split("\t"))
+    if repeated:
+        report.problem(name, f"line 1: column name {repeated[0]!r} appears more than once in the header")
+        return
     try:
-        table = pd.read_csv(io.BytesIO(tree.read(name)), sep="\t", dtype=str, keep_default_na=False,
+        table = pd.read_csv(io.BytesIO(data), sep="\t", dtype=str, keep_default_na=False,
                             quoting=3, skip_blank_lines=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         report.problem(name, f"not a readable tab-separated event table ({str(err).splitlines()[0]})")
@@ -320,7 +343,7 @@ def _check_events_tsv(tree: _Tree, name: str, classes: Sequence[str], expected_c
     offset = pd.to_numeric(table["offset"], errors="coerce").to_numpy(float)
     checks = [
         (table["filename"] == "", "empty filename"),
-        (~empty_event & (np.isnan(onset) | np.isnan(offset)), "onset/offset is not a number"),
+        (~empty_event & ~(np.isfinite(onset) & np.isfinite(offset)), "onset/offset is not a finite number"),
         (~empty_event & (onset < 0), "negative onset"),
         (~empty_event & (onset >= offset), "onset is not before offset"),
         (~empty_event & ~table["event_label"].isin(list(classes)), "unknown event_label"),
@@ -340,8 +363,12 @@ def _check_events_tsv(tree: _Tree, name: str, classes: Sequence[str], expected_c
         report.problem(name, f"lists {n_clips} clips, more than the {expected_clips} evaluation clips")
 
 
+#: Score-file content problems listed one by one per folder; further ones are counted.
+MAX_LISTED_SCORE_PROBLEMS = 10
+
+
 def _check_score_dir(tree: _Tree, prefix: str, classes: Sequence[str], report: ValidationReport) -> set[str] | None:
-    """Check one ``*.output/`` folder of sed_scores_eval files; returns its clip ids."""
+    """Check one ``*.output/`` folder of sed_scores_eval files, every file in full; returns its clip ids."""
     where = prefix.rstrip("/")
     entries = [n for n in tree.names if n.startswith(prefix)]
     if not entries:
@@ -349,13 +376,17 @@ def _check_score_dir(tree: _Tree, prefix: str, classes: Sequence[str], report: V
     clips: set[str] = set()
     missing_by_class: dict[str, list[str]] = {}
     bad_header: list[str] = []
+    content: list[tuple[str, str]] = []  # (member, problem) of files with a usable header
     for name in entries:
         rest = name[len(prefix):]
         if "/" in rest or not rest.endswith(".tsv"):
             report.problem(name, "unexpected entry (a score folder holds only <clip>.tsv files)")
             continue
         clips.add(rest[: -len(".tsv")])
-        header = tree.first_line(name).rstrip("\r\n").split("\t")
+        data = _read(tree, name, report)
+        if data is None:
+            continue
+        header = data.split(b"\n", 1)[0].decode("utf-8", "replace").rstrip("\r").split("\t")
         if header[:2] != ["onset", "offset"]:
             bad_header.append(rest)
             continue
@@ -363,30 +394,21 @@ def _check_score_dir(tree: _Tree, prefix: str, classes: Sequence[str], report: V
         for cls in classes:
             if cls not in present:
                 missing_by_class.setdefault(cls, []).append(rest)
+        try:
+            parse_score_table(data, name)
+        except InputError as err:
+            content.append((name, (f"line {err.line}: " if err.line else "") + err.problem))
     if bad_header:
         report.problem(where, f"{len(bad_header)} score file(s) do not start with the columns onset, offset "
                               f"(first: {bad_header[0]})")
     for cls, files in missing_by_class.items():
         report.problem(where, f"class column {cls!r} missing in {len(files)} of {len(clips)} score file(s) "
                               f"(first: {files[0]})")
-    if clips and not bad_header and not missing_by_class:
-        sample = sorted(clips)[0]
-        _deep_check_scores(tree, f"{prefix}{sample}.tsv", report)
+    for name, problem in content[:MAX_LISTED_SCORE_PROBLEMS]:
+        report.problem(name, f"not a valid sed_scores_eval score file: {problem}")
+    if len(content) > MAX_LISTED_SCORE_PROBLEMS:
+        report.problem(where, f"{len(content) - MAX_LISTED_SCORE_PROBLEMS} more score file(s) with problems")
     return clips
-
-
-def _deep_check_scores(tree: _Tree, name: str, report: ValidationReport) -> None:
-    """Parse one score file fully and apply sed_scores_eval's own format check."""
-    from sed_scores_eval.base_modules.scores import validate_score_dataframe
-
-    try:
-        frame = pd.read_csv(io.BytesIO(tree.read(name)), sep="\t")
-        validate_score_dataframe(frame)
-        values = frame.iloc[:, 2:].to_numpy()
-        if not np.issubdtype(values.dtype, np.number) or not np.isfinite(values).all():
-            raise ValueError("score columns must hold finite numbers")
-    except (ValueError, AssertionError, pd.errors.ParserError, UnicodeDecodeError) as err:
-        report.problem(name, f"not a valid sed_scores_eval score file ({str(err).splitlines()[0]})")
 
 
 def _check_runs(tree: _Tree, sys_prefix: str, label: str, classes: Sequence[str], expected_clips: int | None,
@@ -484,7 +506,10 @@ def _validate_tree(tree: _Tree, fmt: str | None, classes: Sequence[str], expecte
     if not pdfs:
         report.problem(root.rstrip("/"), "no technical report: put the PDF in this folder")
     for pdf in pdfs:
-        if not tree.read(root + pdf)[:5] == b"%PDF-":
+        data = _read(tree, root + pdf, report)
+        if data is None:
+            continue
+        if not data[:5] == b"%PDF-":
             report.problem(root + pdf, "not a PDF file (no %PDF- header)")
         elif not pdf.endswith("_task4_technical_report.pdf"):
             report.warn(root + pdf, "report name should be Lastname_INST_task4_technical_report.pdf")
@@ -518,9 +543,9 @@ def _validate_system(tree: _Tree, root: str, label: str, fmt: str | None, classe
         others = sorted(e for e in entries if e.endswith(".meta.yaml"))
         hint = f" (found {others[0]}: its name must match the folder)" if others else ""
         report.problem(where, f"missing meta file {meta_name(label)}{hint}")
-    else:
+    elif (meta_bytes := _read(tree, meta_file, report)) is not None:
         try:
-            meta = yaml.safe_load(tree.read(meta_file).decode("utf-8"))
+            meta = yaml.safe_load(meta_bytes.decode("utf-8"))
         except UnicodeDecodeError:
             report.problem(meta_file, "not UTF-8 text")
         except yaml.YAMLError as err:

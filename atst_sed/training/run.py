@@ -388,10 +388,8 @@ def build_model(mc: ModelConfig, classes: list[str]) -> SEDModel:
     path = Path(mc.encoder).expanduser()
     if not path.exists():
         raise InputError(path, "no such encoder checkpoint (and not a named encoder like frame_base / clip_small)")
-    loaded = load_checkpoint(path, mc.encoder_prefix, mc.variant)
+    loaded = load_checkpoint(path, mc.encoder_prefix, mc.variant)  # refuses a file that says otherwise
     encoder = loaded.encoder
-    if mc.variant is not None and encoder.config.variant != mc.variant:
-        raise InputError(path, f"checkpoint holds an ATST-{encoder.config.variant} encoder, the config asks for {mc.variant}")
     if overrides:
         try:
             config = dataclasses.replace(encoder.config, **overrides)

@@ -120,14 +120,20 @@ def test_missing_clips_warned_and_excluded(tmp_path, files, gt, durations, capsy
         psds_eval_by_hand(ops, gt[gt["filename"] != "a.wav"], sub, "psds1"))
 
 
-def test_overlapping_ground_truth_merged(tmp_path, files, gt, caplog):
+def test_overlapping_events_of_one_class_are_refused(tmp_path, files, gt, capsys):
+    """psds_eval refuses them in the ground truth and in predictions: one line naming the file."""
     gt_path, dur_path = files
+    pred = make_operating_points(gt, seed=8)[0.3]
+    write_events_tsv(tmp_path / "pred.tsv", pd.concat(
+        [pred, pd.DataFrame([("b.wav", 0.5, 1.5, "Dog"), ("b.wav", 1.0, 2.0, "Dog")],
+                            columns=pred.columns)], ignore_index=True))
+    assert _run(files, tmp_path / "pred.tsv") == 2
+    assert "pred.tsv: clip 'b.wav': Dog events" in capsys.readouterr().err
     with gt_path.open("a") as handle:
         handle.write("a.wav\t1.500\t2.500\tCat\n")  # overlaps a.wav Cat 0.5-2.0
-    pred = make_operating_points(gt, seed=8)[0.3]
-    write_events_tsv(tmp_path / "pred.tsv", pred)
-    assert _run(files, tmp_path / "pred.tsv") == 0
-    assert "merged 1 overlapping" in caplog.text
+    assert _run(files, tmp_path / "pred.tsv") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "gt.tsv: clip 'a.wav': Cat events 0.5-2 s and 1.5-2.5 s overlap" in err[0]
 
 
 @pytest.mark.parametrize(

@@ -187,10 +187,19 @@ def test_score_decoding_matches_sed_scores_eval(gt):
 @pytest.mark.parametrize(
     ("name", "text", "message"),
     [
-        ("x.tsv", "onset\toffset\tCat\n0\t0.04\t0.5\n0.04\t0.08\tnan\n", r"x.tsv:3: column 'Cat'"),
+        ("x.tsv", "onset\toffset\tCat\n0\t0.04\t0.5\n0.04\t0.08\tnan\n",
+         r"x.tsv:3: column 'Cat': value nan is not a finite number$"),
+        ("x.tsv", "onset\toffset\tCat\n0\t0.04\t0.5\n0.04\t0.08\thigh\n",
+         r"x.tsv:3: column 'Cat': value 'high' is not a finite number"),
         ("x.tsv", "start\tend\tCat\n0\t1\t0.5\n", r"x.tsv:1: score files need the header"),
-        ("x.tsv", "onset\toffset\tCat\n0\t0.04\t0.5\n0.05\t0.08\t0.1\n", r"x.tsv: onset times"),
+        ("x.tsv", "onset\toffset\tCat\n0\t0.04\t0.5\n0.05\t0.08\t0.1\n",
+         r"x.tsv:3: frame onset 0.05 s differs from the previous frame's offset 0.04 s"),
+        # decreasing times that still chain (sed_scores_eval's own check lets these through)
+        ("x.tsv", "onset\toffset\tCat\n0.08\t0.04\t0.5\n0.04\t0\t0.1\n",
+         r"x.tsv:2: frame offset 0.04 s is not after its onset 0.08 s"),
         ("x.tsv", "onset\toffset\tCat\n", r"x.tsv:2: no frames"),
+        ("x.tsv", "onset\toffset\tCat\tCat\n0\t1\t0.5\t0.1\n",
+         r"x.tsv:1: column name 'Cat' appears more than once in the header"),
     ],
 )
 def test_score_file_checks(tmp_path, name, text, message):

@@ -12,6 +12,9 @@ import pytest
 from atst_sed.errors import InputError
 from atst_sed.events import (
     clip_id,
+    duplicated_events,
+    events_past_end,
+    first_overlap,
     lookup_duration,
     merge_overlapping_events,
     read_durations_tsv,
@@ -53,14 +56,17 @@ def test_real_desed_validation(desed_validation, caplog):
     assert gt[gt["event_label"].isna()][["onset", "offset"]].isna().all().all()
     counts = events["event_label"].value_counts()
     assert counts["Speech"] == 1752 and counts["Dog"] == 570 and counts["Electric_shaver_toothbrush"] == 65
-    # 16 offsets lie past their (0.1 s rounded) durations, within the tolerance: clipped + warned.
+    # 16 offsets lie past their (0.1 s rounded) durations: read as written (what psds_eval
+    # scores), clipped only on request (training labels).
+    late, after = events_past_end(gt, durations)
+    assert late.sum() == 16 and not after.any()
+    assert gt["offset"].max() == pytest.approx(10.115)
+    assert first_overlap(gt) is None and not duplicated_events(gt).any()
+    with caplog.at_level(logging.WARNING):
+        clipped = read_strong_tsv(gt_path, classes=CLASSES, durations=durations, clip_to_durations=True)
     assert "16 event offset(s) past the clip duration" in caplog.text
-    dur = events["filename"].map(durations)
-    assert (events["offset"] <= dur + 1e-9).all()
-    # Without durations nothing is clipped: the raw file's values.
-    raw = read_strong_tsv(gt_path)
-    assert raw["offset"].max() == pytest.approx(10.115)
-    assert len(raw.dropna()) == 4224
+    clipped = clipped.dropna()
+    assert (clipped["offset"] <= clipped["filename"].map(durations) + 1e-9).all()
 
 
 def test_columns_any_order_extra_ignored(tmp_path):
@@ -111,18 +117,29 @@ def test_weak(tmp_path):
         read_weak_tsv(_write(tmp_path / "w3.tsv", "filename\tlabels\na.wav\tDog\n"))
 
 
-def test_overlaps_merged_with_warning(tmp_path, caplog):
+def test_events_are_read_as_written_unless_merging_is_asked(tmp_path, caplog):
     path = _write(tmp_path / "o.tsv", "filename\tonset\toffset\tevent_label\n"
                   "a.wav\t0\t2\tDog\na.wav\t1\t3\tDog\na.wav\t2.5\t2.8\tDog\na.wav\t3\t4\tDog\n"
                   "a.wav\t1\t3\tCat\nb.wav\t0\t1\tDog\n")
+    assert len(read_strong_tsv(path)) == 6
     with caplog.at_level(logging.WARNING):
-        df = read_strong_tsv(path)
+        df = read_strong_tsv(path, merge_overlaps=True)
     assert "merged 2 overlapping" in caplog.text
     # [0,2]+[1,3]+[2.5,2.8] -> [0,3]; [3,4] only touches -> kept apart.
     assert df.values.tolist() == [["a.wav", 0.0, 3.0, "Dog"], ["a.wav", 3.0, 4.0, "Dog"],
                                   ["a.wav", 1.0, 3.0, "Cat"], ["b.wav", 0.0, 1.0, "Dog"]]
-    kept = read_strong_tsv(path, merge_overlaps=False)
-    assert len(kept) == 6
+
+
+def test_first_overlap_follows_psds_eval(tmp_path):
+    """Touching events and exact duplicates are not overlaps (psds_eval takes them); others are."""
+    header = "filename\tonset\toffset\tevent_label\n"
+    fine = read_strong_tsv(_write(tmp_path / "f.tsv", header + "a.wav\t0\t2\tDog\na.wav\t2\t3\tDog\n"
+                                  "a.wav\t0\t2\tDog\na.wav\t1\t3\tCat\nb.wav\t1\t3\tDog\n"))
+    assert first_overlap(fine) is None
+    assert duplicated_events(fine).tolist() == [False, False, True, False, False]
+    bad = read_strong_tsv(_write(tmp_path / "b.tsv", header + "a.wav\t5\t9\tDog\na.wav\t0\t1\tDog\n"
+                                 "a.wav\t0\t1\tDog\na.wav\t8\t8.5\tDog\n"))
+    assert first_overlap(bad) == (0, 3)
 
 
 def test_merge_keeps_empty_rows():
@@ -147,7 +164,7 @@ HEADER = "filename\tonset\toffset\tevent_label\n"
         ("a.wav\t0\t1\tUnicorn\n", {"classes": CLASSES}, r":2: unknown class 'Unicorn'"),
         ("a.wav\t0\t1\tDog\nz.wav\t0\t1\tDog\n", {"durations": {"a.wav": 10.0}},
          r":3: file 'z.wav' is not in the durations table"),
-        ("a.wav\t0\t10.6\tDog\n", {"durations": {"a.wav": 10.0}},
+        ("a.wav\t0\t10.6\tDog\n", {"durations": {"a.wav": 10.0}, "clip_to_durations": True},
          r":2: offset 10.6 s is beyond the clip's duration 10 s"),
         ("a.wav\t\t1\tDog\n", {}, r":2: empty onset"),
         ("a.wav\t0\t1\t\n", {}, r":2: empty event_label"),
@@ -183,9 +200,13 @@ def test_offset_clipping_and_extension_matching(tmp_path, caplog):
                   "b.wav\t0\t1\tDog\n")
     with caplog.at_level(logging.WARNING):
         # Durations keyed by clip id (no extension) still match.
-        df = read_strong_tsv(path, durations={"a": 9.8, "b": 5.0})
+        df = read_strong_tsv(path, durations={"a": 9.8, "b": 5.0}, clip_to_durations=True)
     assert df.values.tolist() == [["a.wav", 1.0, 9.8, "Dog"], ["b.wav", 0.0, 1.0, "Dog"]]
     assert "dropped" in caplog.text
+    as_written = read_strong_tsv(path, durations={"a": 9.8, "b": 5.0})
+    assert as_written["offset"].tolist() == [10.3, 10.2, 1.0]
+    late, after = events_past_end(as_written, {"a": 9.8, "b": 5.0})
+    assert late.tolist() == [True, True, False] and after.tolist() == [False, True, False]
 
 
 def test_duration_checks(tmp_path):
@@ -203,3 +224,12 @@ def test_clip_id_and_lookup():
     assert lookup_duration({"a.wav": 3.0}, "a") == 3.0
     assert lookup_duration({"a": 3.0}, "a.wav") == 3.0
     assert lookup_duration({"a": 3.0}, "b.wav") is None
+
+
+@pytest.mark.parametrize("reader", [read_strong_tsv, read_durations_tsv, read_weak_tsv])
+def test_a_repeated_column_name_is_an_error_naming_the_file(tmp_path, reader):
+    """pandas would rename the second one (``onset.1``) and read the first: refuse instead."""
+    path = _write(tmp_path / "twice.tsv", "filename\tonset\toffset\tevent_label\tduration\t"
+                  "event_labels\tonset\na.wav\t0\t1\tDog\t10\tDog\t5\n")
+    with pytest.raises(InputError, match=r"twice.tsv:1: column name 'onset' appears more than once"):
+        reader(path)

@@ -140,13 +140,30 @@ def test_pickled_payload_is_refused(payload, tmp_path, capsys):
     assert "pwned" not in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("content", [b"", b"hello, this is not a checkpoint\n" * 4, b"PK\x03\x04garbage"], ids=["empty", "text", "bad-zip"])
-def test_non_checkpoint_is_refused(content, tmp_path):
+def _half_of_a_real_checkpoint(tmp_path, legacy: bool) -> bytes:
+    torch.save({"state_dict": {"w": torch.zeros(2000)}}, tmp_path / "real.ckpt", _use_new_zipfile_serialization=not legacy)
+    data = (tmp_path / "real.ckpt").read_bytes()
+    return data[: len(data) // 2]
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    (lambda _: b"", "empty file"),
+    (lambda _: b"hello, this is not a checkpoint\n" * 4, "not a PyTorch checkpoint (a text file)"),
+    (lambda _: b"version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 12\n", "a Git LFS pointer"),
+    (lambda _: b"<!DOCTYPE html><html><body>Quota exceeded</body></html>", "an HTML page"),
+    (lambda _: bytes(range(7, 256)) * 3, "not a PyTorch checkpoint (neither a zip archive nor a pickle)"),
+    (lambda _: b"PK\x03\x04garbage", "not a readable PyTorch checkpoint: truncated or corrupt zip archive"),
+    (lambda tmp: _half_of_a_real_checkpoint(tmp, legacy=False), "truncated or corrupt zip archive"),
+    (lambda tmp: _half_of_a_real_checkpoint(tmp, legacy=True), "not a readable PyTorch checkpoint ("),
+], ids=["empty", "text", "git-lfs", "html", "binary", "bad-zip", "truncated", "truncated-legacy"])
+def test_non_checkpoint_is_refused_in_plain_words(content, problem, tmp_path):
     path = tmp_path / "not.ckpt"
-    path.write_bytes(content)
+    path.write_bytes(content(tmp_path))
     with pytest.raises(InputError) as info:
         load_checkpoint(path)
-    assert str(path) in str(info.value) and "\n" not in str(info.value)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ") and problem in message and "\n" not in message
+    assert "KeyError" not in message and "EOFError" not in message and "pickled Python object" not in message
 
 
 def test_checkpoint_without_encoder_is_refused(tmp_path):

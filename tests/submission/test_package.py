@@ -377,7 +377,7 @@ def test_dcase2022_event_table_defects(tmp_path, runs, report_pdf, meta_yaml):
                      "d.wav\t2.0\t1.0\tDog\n")
     problems = validate_package(folder, expected_clips=3).problems
     assert problems == [
-        f"task4/{LABEL}/{LABEL}.output.tsv: line 4: onset/offset is not a number",
+        f"task4/{LABEL}/{LABEL}.output.tsv: line 4: onset/offset is not a finite number",
         f"task4/{LABEL}/{LABEL}.output.tsv: line 2: onset is not before offset (and 1 more rows)",
         f"task4/{LABEL}/{LABEL}.output.tsv: line 5: unknown event_label 'Giraffe'",
         f"task4/{LABEL}/{LABEL}.output.tsv: lists 4 clips, more than the 3 evaluation clips",
