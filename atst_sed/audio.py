@@ -13,6 +13,7 @@ import torch
 import torchaudio.functional as AF
 
 from atst_sed.errors import InputError
+from atst_sed.fileio import open_output
 
 SAMPLE_RATE = 16000
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".opus", ".m4a")
@@ -83,3 +84,10 @@ def load_audio(path: str | PathLike[str], target_sr: int = SAMPLE_RATE) -> torch
 
 def is_audio_file(path: Path) -> bool:
     return path.suffix.lower() in AUDIO_EXTENSIONS
+
+
+def write_wav(path: str | PathLike[str], wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+    """Write ``wave`` ((n,) float in [-1, 1]) as 16-bit PCM WAV to the output ``path``
+    (atomically for a file: :mod:`atst_sed.fileio`)."""
+    with open_output(path, seekable=True) as handle:  # libsndfile seeks back to fill the header
+        sf.write(handle, wave, sample_rate, subtype="PCM_16", format="WAV")

@@ -70,6 +70,9 @@ def _progress(description: str):
 
 def run_synth(args: argparse.Namespace) -> int:
     from atst_sed.data.synth import prepare_synth
+    from atst_sed.fileio import check_output_folder
+
+    check_output_folder(args.root, "--root")
 
     progress, update = _progress(f"prepare synth ({args.size})")
     with progress:
@@ -83,6 +86,9 @@ def run_synth(args: argparse.Namespace) -> int:
 
 def run_dcase22(args: argparse.Namespace) -> int:
     from atst_sed.data.desed import download_dcase22, prepare_dcase22
+    from atst_sed.fileio import check_output_folder
+
+    check_output_folder(args.root, "--root")
 
     if args.download:
         download_dcase22(args.root, synthetic=not args.no_synthetic, strong_real=args.strong_real,
@@ -96,6 +102,9 @@ def run_dcase22(args: argparse.Namespace) -> int:
 
 def run_custom(args: argparse.Namespace) -> int:
     from atst_sed.data.custom import prepare_custom, read_classes
+    from atst_sed.fileio import check_output_folder
+
+    check_output_folder(args.root, "--root")
 
     parts = {part: tuple(getattr(args, part)) for part in ("strong", "weak", "validation", "test") if getattr(args, part)}
     if args.unlabeled:

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import soundfile as sf
 
+from atst_sed.audio import write_wav
 from atst_sed.data import sources as src
 from atst_sed.data.corpus import (
     SETS,
@@ -32,7 +32,7 @@ from atst_sed.data.corpus import (
     write_manifest,
 )
 from atst_sed.errors import AtstSedError
-from atst_sed.fileio import atomic_path, atomic_write_text
+from atst_sed.fileio import atomic_write_text
 from atst_sed.labels import DESED_CLASSES
 
 log = logging.getLogger(__name__)
@@ -142,18 +142,13 @@ def _init_worker(seed: int, banks: dict[str, src.SourceBank | None], real_probab
     _WORKER.update(seed=seed, banks=banks, real_probability=real_probability, audio_dirs=audio_dirs)
 
 
-def _write_wav(path: Path, wave: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        sf.write(tmp, wave, SR, subtype="PCM_16", format="WAV")
-
-
 def _make_clip(task: tuple[str, int, str]) -> ClipResult:
     set_name, index, first_class = task
     bank = _WORKER["banks"].get("eval" if set_name in EVAL_SETS else "train")
     wave, result = render_clip(_WORKER["seed"], set_name, index, first_class, bank, _WORKER["real_probability"])
     path = Path(_WORKER["audio_dirs"][set_name]) / result.filename
     if not path.is_file():  # resumable: clips already written are identical by construction
-        _write_wav(path, wave)
+        write_wav(path, wave, SR)
     return result
 
 

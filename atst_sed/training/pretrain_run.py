@@ -33,7 +33,7 @@ from atst_sed.config import deep_merge, from_dict, parse_overrides, read_yaml, t
 from atst_sed.data.pretrain import PretrainDataConfig, PretrainDataModule
 from atst_sed.errors import AtstSedError, InputError
 from atst_sed.features import FrontendConfig
-from atst_sed.fileio import atomic_path, atomic_write_text
+from atst_sed.fileio import atomic_write_text
 from atst_sed.training.pretrain import (
     CollapseConfig,
     CollapseMonitor,
@@ -294,8 +294,7 @@ def run_pretraining(config: PretrainConfig, resume: bool = False, callbacks: lis
     trainer = build_trainer(config, run_dir, callbacks)
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(run_dir / "config.yaml") as tmp:
-            write_yaml(tmp, to_dict(config))
+        write_yaml(run_dir / "config.yaml", to_dict(config))
         write_manifest(run_dir / "manifest.json", config, data, module)
     trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None)
     out = run_dir / "teacher_encoder.ckpt"
