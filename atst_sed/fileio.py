@@ -54,8 +54,9 @@ class OutputTarget:
 
 def describe(path: str | PathLike[str]) -> str:
     """What ``path`` is, in words (``"character device"``, ``"named pipe (FIFO)"``, …)."""
-    if _descriptor_of(path) is not None:
-        return "standard output" if _descriptor_of(path) == 1 else "an open file descriptor"
+    descriptor = _descriptor_of(path)
+    if descriptor is not None:
+        return {1: "standard output", 2: "standard error"}.get(descriptor, "an open file descriptor")
     try:
         mode = os.stat(path).st_mode
     except (FileNotFoundError, NotADirectoryError):
@@ -100,9 +101,9 @@ def open_output(path: str | PathLike[str], *, seekable: bool = False) -> Iterato
     """A binary handle for writing the output ``path``; the target is complete when the block ends.
 
     Devices, pipes and descriptors get a non-seekable stream (zip-based writers then write
-    sequentially); ``seekable=True`` is for writers that must seek back (WAV headers): such a target
-    then receives the bytes from an in-memory buffer at the end. An error inside the block leaves a regular file
-    as it was (devices and pipes have already received what was written).
+    sequentially); ``seekable=True`` is for writers that must seek back (WAV headers): such a
+    target then receives the bytes from an in-memory buffer at the end. An error inside the block
+    leaves a regular file as it was (devices and pipes have already received what was written).
     """
     target = resolve_output(path)
     if target.mode == "replace":

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -64,12 +66,24 @@ class FifoReader:
         with open(self.path, "rb") as handle:  # blocks until a writer opens the pipe
             self._data.append(handle.read())
 
+    def release(self) -> None:
+        """Open and close the pipe for writing, so that a reader nobody wrote to sees its end."""
+        for _ in range(3000):
+            try:
+                os.close(os.open(self.path, os.O_WRONLY | os.O_NONBLOCK))
+                break
+            except OSError as err:  # ENXIO: the reader thread has not opened its end yet
+                if err.errno != errno.ENXIO:
+                    raise
+                time.sleep(0.01)
+        self._thread.join(30)
+
     def result(self, timeout: float = 30.0) -> bytes:
         """Everything written into the pipe; fails if nobody opened it for writing."""
         self._thread.join(timeout)
         if self._thread.is_alive():
             if stat.S_ISFIFO(os.lstat(self.path).st_mode):  # release the reader before failing
-                os.close(os.open(self.path, os.O_WRONLY | os.O_NONBLOCK))
+                self.release()
             raise AssertionError(f"{self.path}: nothing was written into the named pipe")
         return self._data[0]
 
@@ -111,7 +125,7 @@ class DeviceOutput:
     def finish_refused(self) -> None:
         """For a command that refused the path: release the pipe's reader, then check as finish()."""
         if self._reader and stat.S_ISFIFO(os.lstat(self.path).st_mode):
-            os.close(os.open(self.path, os.O_WRONLY | os.O_NONBLOCK))
+            self._reader.release()
         self.finish()
 
     @property
