@@ -514,10 +514,9 @@ class Run:
         for role, model in models.items():
             scores = score_batches(model, self._limited(dm.test_dataloader(), cfg.trainer.limit_test_batches), self.device(cfg))
             results[role] = write_test_outputs(
-                out_dir / role, scores, gt, dur, self.classes, cfg.decoding.median_filter, cfg.decoding.n_test_thresholds
+                out_dir / role, scores, gt, dur, self.classes, cfg.decoding.median_filter, cfg.decoding.n_test_thresholds,
+                model=(titles or {}).get(role),
             )
-            if titles:
-                results[role] = {"model": titles[role], **results[role]}
             log.info("%s %s: PSDS1 %.3f, PSDS2 %.3f (%d clips)", out_dir.name, role, results[role].get("psds1", float("nan")), results[role].get("psds2", float("nan")), len(scores))
         return results
 
