@@ -34,6 +34,7 @@ import torch
 import torchaudio.functional as AF
 
 from atst_sed.errors import InputError
+from atst_sed.fileio import open_output
 
 SAMPLE_RATE = 16000
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".opus", ".m4a")
@@ -410,3 +411,10 @@ def _read_resampled(f: sf.SoundFile, path: Path, sr: int, n_in: int, block_secon
     if n_out == 0:
         raise InputError(path, "contains no audio samples")
     return out[:n_out]
+
+
+def write_wav(path: str | PathLike[str], wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+    """Write ``wave`` ((n,) float in [-1, 1]) as 16-bit PCM WAV to the output ``path``
+    (atomically for a file: :mod:`atst_sed.fileio`)."""
+    with open_output(path, seekable=True) as handle:  # libsndfile seeks back to fill the header
+        sf.write(handle, wave, sample_rate, subtype="PCM_16", format="WAV")

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import yaml
 
 from atst_sed.errors import AtstSedError, InputError
+from atst_sed.fileio import atomic_write_text
 
 T = TypeVar("T")
 
@@ -72,7 +73,8 @@ def read_yaml(path: str | PathLike[str]) -> dict[str, Any]:
 
 
 def write_yaml(path: str | PathLike[str], data: Any) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(data), sort_keys=False))
+    """Write ``data`` (a dataclass or mapping) as YAML to the output ``path``."""
+    atomic_write_text(path, yaml.safe_dump(to_dict(data), sort_keys=False))
 
 
 # ----------------------------------------------------------------------------------------- overrides

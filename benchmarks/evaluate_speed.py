@@ -32,6 +32,7 @@ from atst_sed.evaluation import (
     write_score_files,
 )
 from atst_sed.events import merge_overlapping_events, read_durations_tsv, read_strong_tsv
+from atst_sed.fileio import atomic_write_text
 from atst_sed.labels import DESED_CLASSES
 
 REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "desed_validation"
@@ -177,7 +178,7 @@ def main() -> None:
     ]
     table = "\n".join(lines)
     if args.out is not None:
-        args.out.write_text(table)
+        atomic_write_text(args.out, table)
     print(table)
 
 

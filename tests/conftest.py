@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -68,3 +72,95 @@ def bad_checkpoints(tmp_path: Path) -> dict:
     torch.save({"state_dict": {"w": torch.zeros(1000)}, "loops": {}}, good)
     torch.save({"state_dict": {}, "hyper_parameters": _Payload(marker)}, pickled)
     return {"truncated": good.read_bytes()[: good.stat().st_size // 2], "pickle": pickled.read_bytes(), "marker": marker}
+
+
+# ------------------------------------------------------------------ outputs that are not regular files
+class FifoReader:
+    """A named pipe in a test folder, read to the end by a thread (as `cat fifo` would)."""
+
+    def __init__(self, path: Path):
+        os.mkfifo(path)
+        self.path = path
+        self._data: list[bytes] = []
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        with open(self.path, "rb") as handle:  # blocks until a writer opens the pipe
+            self._data.append(handle.read())
+
+    def release(self) -> None:
+        """Open and close the pipe for writing, so that a reader nobody wrote to sees its end."""
+        for _ in range(3000):
+            try:
+                os.close(os.open(self.path, os.O_WRONLY | os.O_NONBLOCK))
+                break
+            except OSError as err:  # ENXIO: the reader thread has not opened its end yet
+                if err.errno != errno.ENXIO:
+                    raise
+                time.sleep(0.01)
+        self._thread.join(30)
+
+    def result(self, timeout: float = 30.0) -> bytes:
+        """Everything written into the pipe; fails if nobody opened it for writing."""
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            if stat.S_ISFIFO(os.lstat(self.path).st_mode):  # release the reader before failing
+                self.release()
+            raise AssertionError(f"{self.path}: nothing was written into the named pipe")
+        return self._data[0]
+
+
+@pytest.fixture
+def fifo_reader(tmp_path: Path):
+    """``fifo_reader(name)``: a named pipe ``tmp_path/name`` with a reader thread attached."""
+    return lambda name="out.fifo": FifoReader(tmp_path / name)
+
+
+@pytest.fixture
+def char_device(tmp_path: Path) -> Path:
+    """A character device node made like /dev/null (major 1, minor 3) in ``tmp_path``; needs root."""
+    path = tmp_path / "null"
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        with open(path, "wb"):
+            pass
+    except PermissionError:
+        pytest.skip("making a device node needs root")
+    except OSError as err:  # e.g. a file system mounted nodev
+        pytest.skip(f"cannot use a device node in {tmp_path}: {err}")
+    return path
+
+
+class DeviceOutput:
+    """An output path that is a device or a pipe, and the check that it still is one afterwards."""
+
+    def __init__(self, kind: str, path: Path, reader: FifoReader | None = None):
+        self.kind, self.path, self._reader = kind, path, reader
+
+    def finish(self) -> bytes:
+        """Assert the node is still what it was; returns what a pipe received (b"" for the device)."""
+        data = self._reader.result() if self._reader else b""
+        mode = os.lstat(self.path).st_mode
+        assert (stat.S_ISFIFO if self._reader else stat.S_ISCHR)(mode), f"{self.path} is no longer a {self.kind}"
+        return data
+
+    def finish_refused(self) -> None:
+        """For a command that refused the path: release the pipe's reader, then check as finish()."""
+        if self._reader and stat.S_ISFIFO(os.lstat(self.path).st_mode):
+            self._reader.release()
+        self.finish()
+
+    @property
+    def described(self) -> str:
+        """How ``atst_sed.fileio.describe`` names this node in error messages."""
+        return "named pipe (FIFO)" if self._reader else "character device"
+
+
+@pytest.fixture(params=["character device", "named pipe"])
+def device_output(request, tmp_path: Path) -> DeviceOutput:
+    """Each output test runs against a /dev/null-like device node (root only) and a named pipe."""
+    if request.param == "character device":
+        return DeviceOutput(request.param, request.getfixturevalue("char_device"))
+    reader = FifoReader(tmp_path / "out.fifo")
+    return DeviceOutput(request.param, reader.path, reader)

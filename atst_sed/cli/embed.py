@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("audio", metavar="AUDIO", help="audio file (wav, flac, ogg, mp3, …; any rate / channels)")
     p.add_argument("--checkpoint", required=True, metavar="CKPT",
                    help="atst-sed checkpoint or a published ATST-Frame / ATST-Clip checkpoint")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.npz", help="output file (written atomically)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.npz", help="output file (written atomically; - = stdout)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="auto = cuda when available (bf16 autocast), else cpu (fp32)")
     p.add_argument("--blocks", choices=("last", "all"), default="last",
@@ -57,13 +57,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def write_npz_atomic(path: Path, arrays: dict[str, "np.ndarray"]) -> None:
-    """``np.savez`` to a temporary file beside ``path``, then rename (nothing half-written)."""
+def write_npz(path: Path, arrays: dict[str, "np.ndarray"]) -> None:
+    """``np.savez`` to the output ``path`` (atomically for a file: :mod:`atst_sed.fileio`)."""
     import numpy as np
 
-    from atst_sed.fileio import atomic_path
+    from atst_sed.fileio import open_output
 
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+    with open_output(path) as handle:
         np.savez(handle, **arrays)
 
 
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         "duration": np.float64(wave.shape[0] / SAMPLE_RATE),
     }
     out = Path(args.output)
-    write_npz_atomic(out, arrays)
+    write_npz(out, arrays)
     emb = arrays["embeddings"]
     log.info("%s: %d frames, %d tokens × %d (%s) → %s", args.audio, features.shape[-1], emb.shape[-2], emb.shape[-1],
              "all blocks" if args.blocks == "all" else "last block", out)

@@ -29,7 +29,7 @@ def register(subparsers) -> None:
                    help="clip durations: filename duration (seconds)")
     p.add_argument("--predictions", required=True, metavar="PATH",
                    help="op-point folder, score-file folder, or one event TSV")
-    p.add_argument("--json", metavar="OUT.json", help="write all metrics as JSON")
+    p.add_argument("--json", metavar="OUT.json", help="write all metrics as JSON ('-' = stdout; the tables then go to stderr)")
     p.add_argument("--plots", metavar="DIR", help="write PSD-ROC PNGs (overall + per class)")
     p.add_argument("--threshold", type=float, default=0.5,
                    help="decision threshold for the F1 scores (op. points: the nearest file)")
@@ -95,8 +95,6 @@ def _table(result: dict, kind: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from rich.console import Console
 
     from atst_sed.errors import AtstSedError
@@ -108,9 +106,13 @@ def run(args: argparse.Namespace) -> int:
         prediction_kind,
     )
     from atst_sed.events import read_durations_tsv
-    from atst_sed.fileio import atomic_write_text
+    from atst_sed.fileio import atomic_write_text, check_output_folder, is_standard_output, resolve_output
 
-    console = Console(stderr=False)
+    if args.plots:
+        check_output_folder(args.plots, "--plots")
+    if args.json:
+        resolve_output(args.json)  # refuse a folder before the work
+    console = Console(stderr=is_standard_output(args.json))  # --json -: the tables go to stderr
     classes = _classes(args.classes)
     durations = read_durations_tsv(args.durations)
     ground_truth = load_event_table(args.ground_truth, classes, durations, "ground truth")
@@ -155,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     for table in _table(result, kind):
         console.print(table)
     if args.json:
-        atomic_write_text(Path(args.json), json.dumps(result, indent=2) + "\n")
+        atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
         console.print(f"metrics written to {args.json}")
     if result.get("plots"):
         console.print(f"PSD-ROC plots: {', '.join(result['plots'])}")

@@ -67,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="systems (and optionally format, report, meta) from a YAML file")
     p.add_argument("--report", metavar="REPORT.pdf", help="technical report (PDF)")
     p.add_argument("--meta", metavar="META.yaml", help="human parts of the meta information")
-    p.add_argument("-o", "--output", metavar="SUBMISSION.zip", help="zip to write")
+    p.add_argument("-o", "--output", metavar="SUBMISSION.zip", help="zip to write ('-' = stdout)")
     p.add_argument("--format", choices=FORMATS, default=None, help="package format (default: dcase2022)")
     p.add_argument("--expected-clips", type=int, metavar="N",
                    help="number of evaluation clips every output must cover")
@@ -142,5 +142,8 @@ def run_build(args: argparse.Namespace) -> int:
         return 1
     for line in result.warnings:
         print(f"warning: {line}", file=sys.stderr)
-    print(f"{args.output}: written and valid ({fmt}; {', '.join(result.systems)})")
+    from atst_sed.fileio import is_standard_output
+
+    print(f"{args.output}: written and valid ({fmt}; {', '.join(result.systems)})",
+          file=sys.stderr if is_standard_output(args.output) else sys.stdout)
     return 0

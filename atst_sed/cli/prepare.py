@@ -22,9 +22,9 @@ def register(subparsers) -> None:
     s.add_argument("--size", choices=("tiny", "small"), default="small",
                    help="tiny: 84 clips in seconds (tests); small: 1,200 clips (make demo) (default small)")
     s.add_argument("--sources", choices=("synthetic", "real"), default="synthetic",
-                   help="synthetic generators (+ real speech), or real recordings from Debian/PyPI packages")
+                   help="synthetic generators (+ real speech from --speech-dir), or real recordings from Debian/PyPI packages")
     s.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
-    s.add_argument("--speech-dir", default=None, help="folder of real speech WAVs (default: shared/audio if present)")
+    s.add_argument("--speech-dir", default=None, help="folder of real speech WAVs to mix into the Speech events (default: none, synthetic babble only)")
     s.add_argument("--cache-dir", default=None, help="--sources real: download cache (default ROOT/.audio_cache)")
     s.set_defaults(func=run_synth)
 
@@ -70,7 +70,9 @@ def _progress(description: str):
 
 def run_synth(args: argparse.Namespace) -> int:
     from atst_sed.data.synth import prepare_synth
+    from atst_sed.fileio import check_output_folder
 
+    check_output_folder(args.root, "--root")
     progress, update = _progress(f"prepare synth ({args.size})")
     with progress:
         body = prepare_synth(
@@ -83,7 +85,9 @@ def run_synth(args: argparse.Namespace) -> int:
 
 def run_dcase22(args: argparse.Namespace) -> int:
     from atst_sed.data.desed import download_dcase22, prepare_dcase22
+    from atst_sed.fileio import check_output_folder
 
+    check_output_folder(args.root, "--root")
     if args.download:
         download_dcase22(args.root, synthetic=not args.no_synthetic, strong_real=args.strong_real,
                          jobs=args.jobs or 3)
@@ -96,7 +100,9 @@ def run_dcase22(args: argparse.Namespace) -> int:
 
 def run_custom(args: argparse.Namespace) -> int:
     from atst_sed.data.custom import prepare_custom, read_classes
+    from atst_sed.fileio import check_output_folder
 
+    check_output_folder(args.root, "--root")
     parts = {part: tuple(getattr(args, part)) for part in ("strong", "weak", "validation", "test") if getattr(args, part)}
     if args.unlabeled:
         parts["unlabeled"] = (None, args.unlabeled)

@@ -27,6 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from atst_sed.fileio import check_output_folder
     from atst_sed.training.pretrain_run import load_pretrain_config, run_pretraining
 
     overrides = list(args.overrides)
@@ -35,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     if args.init:
         overrides.append(f"init_checkpoint={args.init}")
     config = load_pretrain_config(args.config, overrides)
+    check_output_folder(config.output_dir, "-o/--output-dir")
     out = run_pretraining(config, resume=args.resume)
     if out.is_file():
         print(f"teacher encoder: {out}")

@@ -37,8 +37,8 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders (with manifest.json)")
-    p.add_argument("--csv", metavar="OUT.csv", help="write the summary table as CSV")
-    p.add_argument("--json", metavar="OUT.json", help="write the summary and every run's results as JSON")
+    p.add_argument("--csv", metavar="OUT.csv", help="write the summary table as CSV ('-' = stdout; the table then goes to stderr)")
+    p.add_argument("--json", metavar="OUT.json", help="write the summary and every run's results as JSON ('-' = stdout)")
     p.set_defaults(func=run)
 
 
@@ -53,7 +53,11 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from atst_sed.evaluation.runs import collect_test_results, summarize
-    from atst_sed.fileio import atomic_write_text
+    from atst_sed.fileio import atomic_write_text, is_standard_output, resolve_output
+
+    for out in (args.csv, args.json):
+        if out:
+            resolve_output(out)  # refuse a folder before the work
 
     infos, results = collect_test_results(args.runs)
     fingerprints = {i.fingerprint for i in infos}
@@ -68,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     for row in summary.to_dict("records"):
         table.add_row(row["stage"], row["model"], str(row["runs"]),
                       *(_cell(row[f"{m}_mean"], row[f"{m}_std"]) for m, _ in COLUMNS))
-    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    to_stdout = is_standard_output(args.csv) or is_standard_output(args.json)
+    Console(width=None if sys.stdout.isatty() else 160, stderr=to_stdout).print(table)  # - : the table to stderr
     if args.csv:
         atomic_write_text(args.csv, summary.to_csv(index=False, float_format="%.6f"))
     if args.json:

@@ -83,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
 
     from atst_sed.config import read_yaml, to_dict
     from atst_sed.errors import AtstSedError
+    from atst_sed.fileio import check_output_folder
     from atst_sed.training.run import Run, has_progress, is_main_process, load_recipe, resolve_config, summary_rows
 
     _split_rest(args)
@@ -92,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         raise AtstSedError(f"override {bad[0]!r} is not KEY=VALUE")
     config = load_recipe(args.recipe, args.overrides)
     run_dir = Path(args.run_dir) if args.run_dir else Path(args.root_dir) / config.name
+    check_output_folder(*((args.run_dir, "--run-dir") if args.run_dir else (args.root_dir, "--root-dir")))
     saved = run_dir / "config.yaml"
     if saved.exists() and has_progress(run_dir):
         if args.resume:

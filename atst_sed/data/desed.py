@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
+from atst_sed.audio import write_wav
 from atst_sed.data.corpus import (
     SETS,
     ManifestEntry,
@@ -34,7 +35,7 @@ from atst_sed.data.corpus import (
     write_manifest,
 )
 from atst_sed.errors import AtstSedError, InputError
-from atst_sed.fileio import atomic_path, atomic_write_text
+from atst_sed.fileio import atomic_write_text, copy_file, open_output
 from atst_sed.labels import DESED_CLASSES
 
 log = logging.getLogger(__name__)
@@ -100,8 +101,8 @@ def download_dcase22(
 
 
 def _download_file(url: str, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        urllib.request.urlretrieve(url, tmp)  # noqa: S310 (fixed https URL)
+    with urllib.request.urlopen(url) as response, open_output(path) as handle:  # noqa: S310 (fixed https URL)
+        shutil.copyfileobj(response, handle)
 
 
 def link_synthetic(root: str | PathLike[str]) -> None:
@@ -120,7 +121,7 @@ def link_synthetic(root: str | PathLike[str]) -> None:
             target = root / "metadata" / split / tsv.relative_to(meta)
             if not target.exists():
                 target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(tsv, target)
+                copy_file(tsv, target)
 
 
 # ----------------------------------------------------------------------------------- prepare
@@ -168,8 +169,7 @@ def convert_clip(task: tuple[str, str, str, str, bool]) -> ClipStatus:
     peak = float(np.max(np.abs(wave))) if wave.size else 0.0
     if peak > 1.0:  # keep resampling overshoot inside the 16-bit range
         wave = wave / peak
-    with atomic_path(target_path) as tmp:
-        sf.write(tmp, wave, SR, subtype="PCM_16", format="WAV")
+    write_wav(target_path, wave, SR)
     return ClipStatus(set_name, filename, "resampled", "", int(wave.shape[0]))
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import subprocess
 from os import PathLike
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 
 from atst_sed.data import sources as src
 from atst_sed.errors import AtstSedError
+from atst_sed.fileio import atomic_write_text, copy_file
 
 log = logging.getLogger(__name__)
 
@@ -157,10 +157,11 @@ def _copy_licences(cache: Path, target: Path, packages: set[str]) -> list[str]:
     for pkg in sorted(packages):
         copyright_file = cache / "root" / "usr" / "share" / "doc" / pkg / "copyright"
         if copyright_file.is_file():
-            shutil.copyfile(copyright_file, target / f"{pkg}.copyright")
+            copy_file(copyright_file, target / f"{pkg}.copyright")
             written.append(f"{pkg}.copyright")
         elif pkg == "pyannote-audio":
-            (target / "pyannote-audio.txt").write_text(
+            atomic_write_text(
+                target / "pyannote-audio.txt",
                 "pyannote/audio/sample/sample.wav from the pyannote-audio 4.0.7 wheel (PyPI), MIT licence;\n"
                 "the wheel does not state where the recording comes from.\n"
             )

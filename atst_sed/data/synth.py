@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import soundfile as sf
 
+from atst_sed.audio import write_wav
 from atst_sed.data import sources as src
 from atst_sed.data.corpus import (
     SETS,
@@ -31,8 +31,8 @@ from atst_sed.data.corpus import (
     write_index,
     write_manifest,
 )
-from atst_sed.errors import AtstSedError
-from atst_sed.fileio import atomic_path, atomic_write_text
+from atst_sed.errors import AtstSedError, InputError
+from atst_sed.fileio import atomic_write_text
 from atst_sed.labels import DESED_CLASSES
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ SIZES: dict[str, SynthSizes] = {
     "small": SynthSizes(synth_train=400, weak=200, unlabeled=400, synth_val=100, test=100),
 }
 
-#: Probability of a real speech segment (when recordings are available) instead of synthetic babble.
+#: Probability of a real speech segment (when ``speech_dir`` is given) instead of synthetic babble.
 REAL_SPEECH_PROBABILITY = 0.5
 SHORT_TEST_FRACTION = 0.12  # DESED: 102 / 1168 validation clips are shorter than 10 s
 EMPTY_TEST_FRACTION = 0.04  # DESED: 15 / 1168 validation clips have no event
@@ -142,18 +142,13 @@ def _init_worker(seed: int, banks: dict[str, src.SourceBank | None], real_probab
     _WORKER.update(seed=seed, banks=banks, real_probability=real_probability, audio_dirs=audio_dirs)
 
 
-def _write_wav(path: Path, wave: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        sf.write(tmp, wave, SR, subtype="PCM_16", format="WAV")
-
-
 def _make_clip(task: tuple[str, int, str]) -> ClipResult:
     set_name, index, first_class = task
     bank = _WORKER["banks"].get("eval" if set_name in EVAL_SETS else "train")
     wave, result = render_clip(_WORKER["seed"], set_name, index, first_class, bank, _WORKER["real_probability"])
     path = Path(_WORKER["audio_dirs"][set_name]) / result.filename
     if not path.is_file():  # resumable: clips already written are identical by construction
-        _write_wav(path, wave)
+        write_wav(path, wave, SR)
     return result
 
 
@@ -206,13 +201,14 @@ def prepare_synth(
         root: corpus folder (DCASE 2022 layout).
         seed: corpus seed; the same seed gives bit-identical files.
         size: ``"tiny"`` (84 clips, seconds) or ``"small"`` (1,200 clips, for ``make demo``).
-        sources: ``"synthetic"`` (generators + the real speech recordings in ``speech_dir``) or
+        sources: ``"synthetic"`` (generators; plus real speech from ``speech_dir`` when given) or
             ``"real"`` (real recordings fetched by ``fetch_audio_sources.sh`` into ``cache_dir``;
             classes without real audio use stand-ins, listed in the corpus README).
         jobs: worker processes (default: all cores, 1 for tiny).
-        speech_dir: folder with real speech WAVs (default: ``shared/audio`` beside the repository,
-            when present). English-speech files go to the training sets, the rest to the
-            evaluation sets, so no recording is shared between training and evaluation.
+        speech_dir: optional folder of real speech WAVs mixed into the Speech events (default:
+            none — Speech is synthetic babble, so the corpus depends on nothing outside the
+            repository). Files with ``_en`` in their name go to the training sets, the rest to
+            the evaluation sets, so no recording is shared between training and evaluation.
         progress: called as ``progress(done, total)`` after each clip.
     """
     if size not in SIZES:
@@ -281,11 +277,12 @@ def prepare_synth(
 
 
 def _speech_banks(speech_dir: str | PathLike[str] | None) -> tuple[dict[str, src.SourceBank | None], dict]:
-    folder = Path(speech_dir) if speech_dir else default_speech_dir()
-    files = sorted(folder.glob("*.wav")) if folder and folder.is_dir() else []
-    if not files:
-        log.warning("no real speech recordings found (speech_dir=%s): Speech events are all synthetic babble", folder)
+    if speech_dir is None:
         return {"train": None, "eval": None}, {}
+    folder = Path(speech_dir)
+    files = sorted(folder.glob("*.wav")) if folder.is_dir() else []
+    if not files:
+        raise InputError(folder, "--speech-dir: no .wav file in this folder")
     train = [f for f in files if "_en" in f.stem] or files[:1]
     evals = [f for f in files if f not in train] or train
     notes = {"train": [f.name for f in train], "eval": [f.name for f in evals]}
@@ -293,15 +290,6 @@ def _speech_banks(speech_dir: str | PathLike[str] | None) -> tuple[dict[str, src
         "train": src.load_bank({"Speech": [str(f) for f in train]}),
         "eval": src.load_bank({"Speech": [str(f) for f in evals]}),
     }, notes
-
-
-def default_speech_dir() -> Path | None:
-    """``$ATST_SED_SPEECH_DIR`` or ``shared/audio`` beside the repository checkout, if present."""
-    env = os.environ.get("ATST_SED_SPEECH_DIR")
-    if env:
-        return Path(env)
-    candidate = Path(__file__).resolve().parents[3] / "shared" / "audio"
-    return candidate if candidate.is_dir() else None
 
 
 def _write_metadata(root: Path, results: list[ClipResult]) -> None:
@@ -354,18 +342,21 @@ def _readme(params: dict, by_set: dict[str, list[ClipResult]], stand_ins: dict[s
         "Alarm_bell_ringing pulsed / two-tone AM tones 0.7–2.5 kHz; Blender broadband noise + ramping motor",
         "harmonics; Cat harmonic stack with glide and vibrato; Dishes decaying high-partial impacts; Dog short",
         "harmonic barks with a fast envelope; Electric_shaver_toothbrush bright buzz (f0 150–400 Hz); Frying",
-        "high-passed crackle + hiss; Running_water modulated band noise + bubbles; Speech formant babble and",
-        "real recordings; Vacuum_cleaner low-passed noise + hum + whine.",
+        "high-passed crackle + hiss; Running_water modulated band noise + bubbles; Speech formant babble;",
+        "Vacuum_cleaner low-passed noise + hum + whine.",
         "",
     ]
     if params["sources"] == "synthetic":
         notes = params.get("source_files") or {}
-        lines += [
-            "Real audio: Speech events are real speech segments with probability "
-            f"{REAL_SPEECH_PROBABILITY:g} (training sets: {', '.join(notes.get('train', [])) or 'none'}; "
-            f"evaluation sets: {', '.join(notes.get('eval', [])) or 'none'}; ATST-SED example files, MIT licence).",
-            "",
-        ]
+        if notes:
+            lines += [
+                "Real audio: Speech events are real speech segments (`--speech-dir`) with probability "
+                f"{REAL_SPEECH_PROBABILITY:g} (training sets: {', '.join(notes.get('train', [])) or 'none'}; "
+                f"evaluation sets: {', '.join(notes.get('eval', [])) or 'none'}).",
+                "",
+            ]
+        else:
+            lines += ["No real audio: every event, Speech included, comes from the generators above.", ""]
     else:
         lines += ["Real recordings were fetched from Debian/PyPI packages (see `licences/`); source FILES are split",
                   "between training sets and evaluation sets (no recording is in both).", ""]

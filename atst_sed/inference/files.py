@@ -15,6 +15,7 @@ import pandas as pd
 
 from atst_sed.audio import is_audio_file, unusable_path_reason
 from atst_sed.errors import AtstSedError
+from atst_sed.fileio import check_output_folder, resolve_output
 from atst_sed.inference.postprocess import SCORED_EVENT_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,10 @@ def run_detect(
     from atst_sed.inference.windows import plan_windows, read_audio_16k
 
     stderr = stderr or sys.stderr
+    for folder, option in ((scores_dir, "--scores-dir"), (plot_dir, "--plot")):
+        if folder is not None:
+            check_output_folder(folder, option)
+    resolve_output(output)  # a folder given as -o is refused before the model runs
     if batch_size is not None and batch_size < 1:
         raise AtstSedError("--batch-size must be at least 1")
     try:

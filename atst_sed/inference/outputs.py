@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,13 +25,8 @@ def events_csv_text(events: pd.DataFrame) -> str:
 
 
 def write_events_csv(target: str | os.PathLike[str], events: pd.DataFrame) -> None:
-    """Write the events CSV to ``target`` (``-`` = standard output)."""
-    text = events_csv_text(events)
-    if str(target) == "-":
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    else:
-        atomic_write_text(target, text)
+    """Write the events CSV to the output ``target`` (``-`` = standard output; :mod:`atst_sed.fileio`)."""
+    atomic_write_text(target, events_csv_text(events))
 
 
 def score_file_id(filename: str) -> str:

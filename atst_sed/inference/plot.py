@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from atst_sed.fileio import atomic_path
+from atst_sed.fileio import open_output
 from atst_sed.features import HOP_SAMPLES, SAMPLE_RATE, TOKEN_SECONDS, LogMelFrontend
 
 MAX_COLUMNS = 4000  # longer recordings are averaged down to this many image columns
@@ -84,8 +84,8 @@ def plot_detection(
     ax_events.grid(axis="x", alpha=0.3)
 
     try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=100)
+        with open_output(path) as handle:
+            fig.savefig(handle, format="png", dpi=100)
     finally:
         plt.close(fig)
     return path

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from atst_sed import __version__
 from atst_sed.errors import InputError
-from atst_sed.fileio import atomic_path
+from atst_sed.fileio import open_output
 from atst_sed.features import FrontendConfig
 from atst_sed.models.encoder import HEAD_DIM, ATSTEncoder, EncoderConfig
 from atst_sed.models.sed import SEDModel
@@ -354,8 +354,8 @@ def checkpoint_dict(
 
 
 def save_checkpoint(path: str | PathLike[str], module: ATSTEncoder | SEDModel, **kwargs: Any) -> Path:
-    """Write :func:`checkpoint_dict` atomically (temporary file, then rename)."""
+    """Write :func:`checkpoint_dict` to the output ``path`` (atomically for a file: :mod:`atst_sed.fileio`)."""
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(checkpoint_dict(module, **kwargs), tmp)
+    with open_output(path) as handle:
+        torch.save(checkpoint_dict(module, **kwargs), handle)
     return path

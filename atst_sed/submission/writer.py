@@ -1,8 +1,9 @@
 """Write a DCASE Task 4 submission zip from run folders, a report PDF and a META.yaml.
 
-The package is staged in a temporary folder beside the output, validated
+The package is staged in a private temporary folder, validated
 (:func:`~atst_sed.submission.validate.validate_package`), zipped, the zip validated again, and
-only then moved into place (atomic rename). Any problem — missing evaluation outputs, missing
+only then copied to the output (:mod:`atst_sed.fileio`: atomically for a file, in place for a
+device or pipe). Any problem — missing evaluation outputs, missing
 meta fields, a bad label, … — is collected and raised together as :class:`SubmissionError`;
 nothing is written then.
 """
@@ -26,6 +27,7 @@ import yaml
 from atst_sed.config import read_yaml
 from atst_sed.errors import AtstSedError, InputError
 from atst_sed.events import read_strong_tsv, write_events_tsv
+from atst_sed.fileio import atomic_write_text, copy_file, open_output, resolve_output
 from atst_sed.submission.layout import (
     DESED_CLASSES,
     FORMATS,
@@ -116,7 +118,7 @@ def _load_events(run: RunInfo, source: Path, classes: Sequence[str]) -> pd.DataF
             raise InputError(source, f"missing column(s) {', '.join(missing)}", line=1)
         with tempfile.TemporaryDirectory() as tmp:
             converted = Path(tmp) / "events.tsv"
-            table[["filename", "onset", "offset", "event_label"]].to_csv(converted, sep="\t", index=False)
+            atomic_write_text(converted, table[["filename", "onset", "offset", "event_label"]].to_csv(sep="\t", index=False))
             try:
                 events = read_strong_tsv(converted, classes=classes, merge_overlaps=False)
             except InputError as err:  # name the user's file, not the temporary copy
@@ -154,7 +156,7 @@ def _run_detection(run: RunInfo, eval_audio: Path, fmt: str, problems: list[str]
 def _copy_scores(source: Path, target: Path) -> None:
     target.mkdir(parents=True)
     for file in sorted(source.glob("*.tsv")):
-        shutil.copyfile(file, target / file.name)
+        copy_file(file, target / file.name)
 
 
 def _stage_system(spec: SystemSpec, runs: list[RunInfo], user_meta: dict[str, Any], fmt: str,
@@ -163,8 +165,8 @@ def _stage_system(spec: SystemSpec, runs: list[RunInfo], user_meta: dict[str, An
     meta = system_meta(spec.label, runs, user_meta, fmt, problems)
     header = (f"# DCASE Task 4 system meta information for {spec.label}\n"
               f"# written by atst-sed package ({fmt}); run facts from manifest.json, the rest from META.yaml\n")
-    (folder / meta_name(spec.label)).write_text(
-        header + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=100), encoding="utf-8")
+    atomic_write_text(folder / meta_name(spec.label),
+                      header + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=100))
     if fmt == "dcase2022":
         run = runs[0]
         source = run.events_file()
@@ -193,7 +195,7 @@ def _stage_system(spec: SystemSpec, runs: list[RunInfo], user_meta: dict[str, An
 
 def _zip_folder(folder: Path, target: Path) -> None:
     """Zip ``folder``'s files (sorted, fixed time stamps) with names relative to it."""
-    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+    with open_output(target) as handle, zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             info = zipfile.ZipInfo(path.relative_to(folder).as_posix(), date_time=_ZIP_TIME)
             info.external_attr = 0o644 << 16
@@ -222,6 +224,7 @@ def build_package(
     if fmt not in FORMATS:
         raise SubmissionError([f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}"])
     output = Path(output)
+    resolve_output(output)  # a folder or socket is refused now, before any work
     problems: list[str] = []
     if not systems:
         problems.append("no system given (--system LABEL --runs RUN_DIR …)")
@@ -268,8 +271,7 @@ def build_package(
                 for info in infos:
                     _run_detection(info, Path(eval_audio), fmt, problems)
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    tmp = Path(tempfile.mkdtemp(prefix="atst-sed-package-"))
     try:
         stage = tmp / "package"
         task = stage / TASK_DIR
@@ -281,7 +283,7 @@ def build_package(
                 _stage_system(spec, runs[spec.label], user_meta, fmt, classes, folder, problems)
         if report.is_file() and report.read_bytes()[:5] == b"%PDF-" and systems:
             first = next((s.label for s in systems if LABEL_PATTERN.match(s.label)), None)
-            shutil.copyfile(report, task / (report_name(first) if first else report.name))
+            copy_file(report, task / (report_name(first) if first else report.name))
         staged = validate_package(stage, fmt=fmt, classes=classes, expected_clips=expected_clips)
         # Outputs or the report left out of the staging were already explained above (with the
         # command that makes them); the validator's "missing …" lines would only repeat that.
@@ -289,12 +291,12 @@ def build_package(
         problems += [p for p in staged.problems if not (problems and any(e in p for e in explained))]
         if problems:
             raise SubmissionError(problems)
-        zipped = tmp / output.name
+        zipped = tmp / "submission.zip"
         _zip_folder(stage, zipped)
         final = validate_package(zipped, fmt=fmt, classes=classes, expected_clips=expected_clips)
         if not final.ok:  # defensive: the zip must read back exactly as staged
             raise SubmissionError(final.problems)
-        os.replace(zipped, output)
+        copy_file(zipped, output)
         final.source = str(output)
         log.info("wrote %s (%d system(s), %s)", output, len(systems), fmt)
         return final

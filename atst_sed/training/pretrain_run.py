@@ -34,7 +34,7 @@ from atst_sed.config import ConfigError, deep_merge, from_dict, parse_overrides,
 from atst_sed.data.pretrain import PretrainDataConfig, PretrainDataModule
 from atst_sed.errors import AtstSedError, InputError
 from atst_sed.features import FrontendConfig
-from atst_sed.fileio import atomic_path, atomic_write_text
+from atst_sed.fileio import atomic_write_text
 from atst_sed.training.callbacks import ResumeCheckpoint, ResumePoint
 from atst_sed.training.pretrain import (
     CollapseConfig,
@@ -299,8 +299,7 @@ def run_pretraining(config: PretrainConfig, resume: bool = False, callbacks: lis
     trainer = build_trainer(config, run_dir, callbacks, resumed)
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(run_dir / "config.yaml") as tmp:
-            write_yaml(tmp, to_dict(config))
+        write_yaml(run_dir / "config.yaml", to_dict(config))
         write_manifest(run_dir / "manifest.json", config, data, module)
     trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None, weights_only=True)
     out = run_dir / "teacher_encoder.ckpt"

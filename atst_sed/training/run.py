@@ -69,6 +69,9 @@ log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _NAMED = re.compile(r"^(frame|clip)_(tiny|small|base)$")
+FAMILY = {"frame": "ATST-Frame", "clip": "ATST-Clip"}
+#: (student variant, distillation teacher variant) → the paper's name of the distilled model
+DISTILLED = {("frame", "clip"): "ATST-C2F", ("clip", "frame"): "ATST-F2C"}
 
 
 # ===================================================================================== config
@@ -587,7 +590,27 @@ class Run:
         n = int(limit) if isinstance(limit, int) else max(1, int(round(limit * len(loader))))
         return (b for i, b in zip(range(n), loader))
 
-    def test_models(self, out_dir: Path, models: dict[str, SEDModel], cfg: RunConfig) -> dict[str, dict[str, Any]]:
+    def model_titles(self, stage: str | None, models: dict[str, SEDModel]) -> dict[str, str]:
+        """How result tables name the models tested after ``stage`` (None: untrained), per role:
+        e.g. ``ATST-C2F (student)`` and ``ATST-Clip (fine-tuned teacher)`` after a C2F distillation,
+        ``ATST-Frame (fine-tuned)`` and ``ATST-Frame (mean teacher)`` after a fine-tuning."""
+        family = {role: FAMILY[m.encoder.config.variant] for role, m in models.items()}
+        if stage is None:
+            return {role: f"{family[role]} (untrained)" for role in models}
+        st = self.config.stages[stage]
+        mean_teacher = (self.dir / stage / "checkpoints" / "best_teacher.ckpt").exists()
+        titles = {"student": f"{family['student']} (fine-tuned)"}
+        if st.kind == "distill":
+            teacher = models["teacher"] if "teacher" in models and not mean_teacher else self.stage_model(st.teacher)
+            pair = (models["student"].encoder.config.variant, teacher.encoder.config.variant)
+            titles["student"] = f"{DISTILLED.get(pair, family['student'] + ' distilled')} (student)"
+        if "teacher" in models:
+            titles["teacher"] = f"{family['teacher']} (mean teacher)" if mean_teacher else f"{family['teacher']} (fine-tuned teacher)"
+        return titles
+
+    def test_models(self, out_dir: Path, models: dict[str, SEDModel], cfg: RunConfig,
+                    titles: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+        """Test-set outputs and metrics per role (``titles``: the models' names, kept as ``model``)."""
         dm = self.data(cfg)
         dm.setup("test")
         gt, dur = dm.ground_truth("test"), dm.durations("test")
@@ -595,7 +618,8 @@ class Run:
         for role, model in models.items():
             scores = score_batches(model, self._limited(dm.test_dataloader(), cfg.trainer.limit_test_batches), self.device(cfg))
             results[role] = write_test_outputs(
-                out_dir / role, scores, gt, dur, self.classes, cfg.decoding.median_filter, cfg.decoding.n_test_thresholds
+                out_dir / role, scores, gt, dur, self.classes, cfg.decoding.median_filter, cfg.decoding.n_test_thresholds,
+                model=(titles or {}).get(role),
             )
             log.info("%s %s: PSDS1 %.3f, PSDS2 %.3f (%d clips)", out_dir.name, role, results[role].get("psds1", float("nan")), results[role].get("psds2", float("nan")), len(scores))
         return results
@@ -614,7 +638,7 @@ class Run:
             teacher = self.stage_teacher(source)
             if teacher is not None:
                 models["teacher"] = teacher
-        results = self.test_models(self.dir / name, models, cfg)
+        results = self.test_models(self.dir / name, models, cfg, self.model_titles(source, models))
         out = {"stage": name, "kind": "test", "source": source, "test": results}
         out.update({k: results["student"].get(k) for k in ("psds1", "psds2")})
         return out
@@ -714,7 +738,7 @@ class Run:
             teacher = self.stage_teacher(name)
             if teacher is not None:
                 models["teacher"] = teacher
-            results = self.test_models(self.dir / name / "test", models, cfg)
+            results = self.test_models(self.dir / name / "test", models, cfg, self.model_titles(name, models))
             metrics["test"] = results
             metrics.update({k: results["student"].get(k) for k in ("psds1", "psds2")})
         return metrics, task.model
@@ -732,9 +756,10 @@ def has_progress(run_dir: Path) -> bool:
 
 
 def summary_rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, float | None, float | None, float | None, float | None]]:
-    """(stage, model, PSDS1, PSDS2, PSDS1 sed_scores_eval, PSDS2 sed_scores_eval) on the test set."""
+    """(stage, model, PSDS1, PSDS2, PSDS1 sed_scores_eval, PSDS2 sed_scores_eval) on the test set;
+    the model by name (``ATST-C2F (student)``; its role for runs tested before names were kept)."""
     rows = []
     for stage, metrics in results.items():
         for role, m in (metrics.get("test") or {}).items():
-            rows.append((stage, role, m.get("psds1"), m.get("psds2"), m.get("psds1_sed_scores_eval"), m.get("psds2_sed_scores_eval")))
+            rows.append((stage, m.get("model", role), m.get("psds1"), m.get("psds2"), m.get("psds1_sed_scores_eval"), m.get("psds2_sed_scores_eval")))
     return rows

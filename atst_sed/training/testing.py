@@ -116,6 +116,7 @@ def write_test_outputs(
     median_filter: int | Sequence[int],
     n_thresholds: int = 50,
     threshold_free: bool = True,
+    model: str | None = None,
 ) -> dict[str, Any]:
     """DCASE 2022 test outputs of one model into ``directory``:
 
@@ -124,7 +125,8 @@ def write_test_outputs(
     format) and ``scores_raw/<clip>.tsv`` (unprocessed), ``metrics.json`` and ``plots/*.png``
     (PSD-ROC). Returns the metrics: psds1/psds2 and F1 from the operating points (psds_eval,
     sed_eval), plus ``psds1_sed_scores_eval``/``psds2_sed_scores_eval`` (threshold-free) and the
-    same of the unprocessed scores (``…_sed_scores_eval_raw``).
+    same of the unprocessed scores (``…_sed_scores_eval_raw``). ``model``: the tested model's name
+    (e.g. ``ATST-C2F (student)``), kept first in the metrics.
     """
     from atst_sed.evaluation import evaluate_operating_points, plot_psd_roc, threshold_free_psds, write_score_files
     from atst_sed.evaluation.scores import score_dataframe
@@ -160,5 +162,7 @@ def write_test_outputs(
     metrics["n_clips"] = len(scores)
     metrics["n_thresholds"] = int(n_thresholds)
     metrics["median_filter"] = median_filter if isinstance(median_filter, int) else list(median_filter)
+    if model is not None:
+        metrics = {"model": model, **metrics}
     write_json(directory / "metrics.json", metrics)
     return metrics

@@ -101,3 +101,39 @@ def test_a_package_built_from_a_mini_run_validates(mini_run, tmp_path, report_pd
         for k in (1, 2, 3):
             scores = [n for n in names if n.startswith(f"task4/Doe_UNI_task4_1/Doe_UNI_task4_1_run{k}.output/")]
             assert len(scores) == 12  # one score file per evaluation clip
+
+
+def test_the_demo_names_the_tested_models_and_runs_its_detect_and_table_steps(mini_run):
+    """What `make demo` shows after training, run by its own script on this run: the clip's labels
+    beside the detections, and the test table with ATST-C2F and ATST-Clip named as such."""
+    import os
+    import subprocess
+    import sys
+
+    corpus, run = mini_run
+    tested = json.loads((run / "test" / "metrics.json").read_text())["test"]
+    assert {role: m["model"] for role, m in tested.items()} == {
+        "student": "ATST-C2F (student)", "teacher": "ATST-Clip (fine-tuned teacher)"}
+    untrained = json.loads((run / "untrained" / "metrics.json").read_text())["test"]
+    assert untrained["student"]["model"] == "ATST-Frame (untrained)"
+
+    env = {**os.environ, "DEMO_DIR": str(corpus.parent),  # the layout demo.sh uses: corpus/, runs/mini/
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    done = subprocess.run(["bash", str(REPO / "recipes/mini/demo.sh"), "detect", "table"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "ground truth (s)" in done.stdout and "detected (s, mean score)" in done.stdout
+    table = [line for line in done.stdout.splitlines() if line.startswith("| ")]
+    student = tested["student"]
+    assert table[0].startswith("| model (test split) | PSDS1 | PSDS2 |")
+    assert table[1:] == [
+        f"| ATST-Frame (untrained), stage `untrained` | {untrained['student']['psds1']:.3f} | "
+        f"{untrained['student']['psds2']:.3f} | {untrained['student']['psds1_sed_scores_eval']:.3f} | "
+        f"{untrained['student']['psds2_sed_scores_eval']:.3f} |",
+        f"| ATST-C2F (student), stage `test` | {student['psds1']:.3f} | {student['psds2']:.3f} | "
+        f"{student['psds1_sed_scores_eval']:.3f} | {student['psds2_sed_scores_eval']:.3f} |",
+        f"| ATST-Clip (fine-tuned teacher), stage `test` | {tested['teacher']['psds1']:.3f} | "
+        f"{tested['teacher']['psds2']:.3f} | {tested['teacher']['psds1_sed_scores_eval']:.3f} | "
+        f"{tested['teacher']['psds2_sed_scores_eval']:.3f} |",
+    ]
