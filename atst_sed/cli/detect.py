@@ -12,7 +12,8 @@ examples:
   atst-sed detect a.wav --checkpoint best.ckpt --thresholds Speech=0.4,Dog=0.6 --median-filter 5
 
 The CSV has columns filename,onset,offset,event_label,score (seconds, 3 decimals; score = the
-event's mean probability). Files that cannot be used are reported on stderr, one line each; the
+event's mean probability); 'atst-sed evaluate --predictions events.csv' scores it (event and
+segment F1; file names are matched to the ground truth by clip id). Files that cannot be used are reported on stderr, one line each; the
 others are still processed and the exit code is 1.
 """
 
