@@ -85,35 +85,38 @@ def repeated_columns(header: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(c for c in names if names.count(c) > 1))
 
 
-def _read_table(path: PathType, required: Sequence[str]) -> pd.DataFrame:
-    """Read a tab-separated file as strings; row ``i`` of the result is line ``i + 2`` of the file.
+def _read_table(path: PathType, required: Sequence[str], sep: str = "\t") -> pd.DataFrame:
+    """Read a tab-separated (or, with ``sep=","``, comma-separated) file as strings; row ``i`` of the
+    result is line ``i + 2`` of the file.
 
     Blank lines are dropped after line numbers are assigned (kept in the ``_line`` column).
     """
     path = Path(path)
+    kind = "tab-separated" if sep == "\t" else "comma-separated"
     if not path.is_file():
         raise InputError(path, "file not found")
     with path.open(encoding="utf-8", errors="replace") as handle:
-        repeated = repeated_columns(handle.readline().rstrip("\r\n").split("\t"))
+        repeated = repeated_columns(handle.readline().rstrip("\r\n").split(sep))
     if repeated:
         raise InputError(path, f"column name {repeated[0]!r} appears more than once in the header",
                          line=1)
     try:
         table = pd.read_csv(
-            path, sep="\t", dtype=str, keep_default_na=False, skip_blank_lines=False,
-            quoting=3,  # csv.QUOTE_NONE: DESED files never quote
+            path, sep=sep, dtype=str, keep_default_na=False, skip_blank_lines=False,
+            # DESED's TSV files never quote; a CSV quotes names that hold a comma (pandas, csv module)
+            quoting=3 if sep == "\t" else 0,
         )
     except pd.errors.EmptyDataError:
         raise InputError(path, "empty file (no header)", line=1) from None
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise InputError(path, f"not a readable tab-separated table ({err})") from None
+        raise InputError(path, f"not a readable {kind} table ({err})") from None
     table.columns = [str(c).strip() for c in table.columns]
     missing = [c for c in required if c not in table.columns]
     if missing:
         found = ", ".join(table.columns) or "nothing"
         raise InputError(
             path, f"missing column(s) {', '.join(missing)} (found {found}); "
-            f"expected a tab-separated header with {', '.join(required)}", line=1,
+            f"expected a {kind} header with {', '.join(required)}", line=1,
         )
     table = table[list(required)].apply(lambda col: col.str.strip())
     table["_line"] = np.arange(len(table)) + 2
@@ -136,6 +139,7 @@ def read_strong_tsv(
     durations: Mapping[str, float] | None = None,
     merge_overlaps: bool = False,
     clip_to_durations: bool = False,
+    sep: str = "\t",
 ) -> pd.DataFrame:
     """Read a strong-label (or detection) TSV: ``filename onset offset event_label`` in seconds.
 
@@ -154,6 +158,7 @@ def read_strong_tsv(
             ``OFFSET_TOLERANCE_SECONDS`` (warning), drop events starting at or after it, reject
             offsets further out. Without it such events are kept as written
             (see :func:`events_past_end`).
+        sep: the column separator: ``"\t"`` (DESED) or ``","`` (the CSV ``atst-sed detect`` writes).
 
     Returns:
         DataFrame with columns filename (str), onset, offset (float64 s), event_label (str/NaN),
@@ -162,7 +167,7 @@ def read_strong_tsv(
     Raises:
         InputError: naming the file and line of the first problem.
     """
-    table = _read_table(path, EVENT_COLUMNS)
+    table = _read_table(path, EVENT_COLUMNS, sep)
     lines = table["_line"].to_numpy()
     names = table["filename"]
     if (names == "").any():

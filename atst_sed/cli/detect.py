@@ -10,9 +10,11 @@ examples:
   atst-sed detect recording.wav --checkpoint best.ckpt
   atst-sed detect recordings/ 'more/*.flac' --checkpoint best.ckpt -o events.csv --scores-dir scores/ --plot plots/
   atst-sed detect a.wav --checkpoint best.ckpt --thresholds Speech=0.4,Dog=0.6 --median-filter 5
+  atst-sed detect long.wav --checkpoint best.ckpt -o long.csv --plot plots/ --plot-format both --plot-classes 12
 
 The CSV has columns filename,onset,offset,event_label,score (seconds, 3 decimals; score = the
-event's mean probability). Files that cannot be used are reported on stderr, one line each; the
+event's mean probability); 'atst-sed evaluate --predictions events.csv' scores it (event and
+segment F1; file names are matched to the ground truth by clip id). Files that cannot be used are reported on stderr, one line each; the
 others are still processed and the exit code is 1.
 """
 
@@ -29,7 +31,14 @@ def register(subparsers) -> None:
     p.add_argument("--checkpoint", "-c", required=True, help="fine-tuned SED checkpoint (atst-sed train)")
     p.add_argument("-o", "--output", default="-", metavar="OUT.csv", help="events CSV ('-' = stdout, the default)")
     p.add_argument("--scores-dir", metavar="DIR", help="write per-file frame score TSVs (sed_scores_eval format)")
-    p.add_argument("--plot", metavar="DIR", help="write a PNG per file (log-mel, scores, events)")
+    p.add_argument("--plot", metavar="DIR", help="write pictures per file (log-mel in Hz, score lanes, event lanes); "
+                   "a file longer than 60 s gives rows of 60 s, 4 rows per PNG page (NAME_p1.png, ...)")
+    p.add_argument("--plot-format", choices=("png", "html", "both"), default=None,
+                   help="png (default), html (one self-contained interactive page per file: zoom, pan, "
+                        "hover; no network needed) or both")
+    p.add_argument("--plot-classes", type=int, default=None, metavar="N",
+                   help="at most N classes per picture: those with events first, then the highest "
+                        "peak scores (default 10)")
     p.add_argument("--thresholds", metavar="T|CLASS=T,...", help="decision threshold(s); default: from the checkpoint")
     p.add_argument("--median-filter", metavar="N|CLASS=N,...", help="median filter size(s) in 40 ms frames; default: from the checkpoint")
     p.add_argument("--hop", type=float, default=5.0, metavar="SECONDS", help="window hop in seconds (default 5; window 10 s)")
@@ -78,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
         output=args.output,
         scores_dir=args.scores_dir,
         plot_dir=args.plot,
+        plot_format=args.plot_format,
+        plot_classes=args.plot_classes,
         thresholds=parse_per_class(args.thresholds, float, "thresholds"),
         median_filter=parse_per_class(args.median_filter, int, "median-filter"),
         hop=args.hop,

@@ -17,7 +17,9 @@ def register(subparsers) -> None:
             "Score predictions against a DESED-format ground truth. PREDICTIONS is (a) a folder "
             "of predictions_th_<threshold>.tsv files (DCASE 2022 operating points: PSDS with "
             "psds_eval + F1), (b) a folder of sed_scores_eval score files <clip>.tsv (also "
-            "threshold-free PSDS with sed_scores_eval), or (c) one event TSV (F1 only). "
+            "threshold-free PSDS with sed_scores_eval), or (c) one event table (F1 only): a TSV, "
+            "or the CSV written by 'atst-sed detect -o events.csv' (file names are matched to the "
+            "ground truth by clip id, the name without folder and audio extension). "
             "Every table is scored as written, as the reference libraries score it: events past "
             "a clip's end (padded pipelines write them) are kept and reported once with a count; "
             "overlapping events of one class, which psds_eval refuses, are an error."
@@ -28,7 +30,7 @@ def register(subparsers) -> None:
     p.add_argument("--durations", required=True, metavar="DUR.tsv",
                    help="clip durations: filename duration (seconds)")
     p.add_argument("--predictions", required=True, metavar="PATH",
-                   help="op-point folder, score-file folder, or one event TSV")
+                   help="op-point folder, score-file folder, or one event table (TSV, or detect's CSV)")
     p.add_argument("--json", metavar="OUT.json", help="write all metrics as JSON ('-' = stdout; the tables then go to stderr)")
     p.add_argument("--plots", metavar="DIR", help="write PSD-ROC PNGs (overall + per class)")
     p.add_argument("--threshold", type=float, default=0.5,

@@ -4,7 +4,10 @@ PATH kinds:
 * ``operating_points``: a folder of ``predictions_th_<threshold>.tsv`` event tables (DCASE 2022);
 * ``scores``: a folder of sed_scores_eval score files (``<clip_id>.tsv`` with
   ``onset offset <classes...>``);
-* ``events``: one event TSV (F1 only).
+* ``events``: one event table (F1 only): a DESED TSV, or the comma-separated CSV that
+  ``atst-sed detect`` writes (``filename,onset,offset,event_label,score``; the separator is read
+  from the header line, the ``score`` column is ignored). Its file names are matched to the ground
+  truth by clip id (:func:`atst_sed.events.clip_id`), as a TSV's are.
 
 The rule for every input: score exactly what the reference libraries score. Tables are read as
 written: events that run past their clip's end (padded pipelines — the DCASE baseline, audiossl,
@@ -38,6 +41,7 @@ from atst_sed.events import (
 __all__ = [
     "OP_FILE_PATTERN",
     "check_event_tables",
+    "event_table_separator",
     "load_event_table",
     "load_operating_points",
     "load_scores",
@@ -123,11 +127,24 @@ def check_event_tables(tables: Mapping[Path, pd.DataFrame], durations: Mapping[s
                     "(psds_eval counts each)", what, duplicates, dup_example)
 
 
+def event_table_separator(path: str | PathLike[str]) -> str:
+    """``","`` when the header line is comma-separated (``atst-sed detect``'s CSV), else ``"\t"``.
+
+    Decided by the header, not the file name: DESED headers hold tabs, detect's holds commas.
+    """
+    try:
+        with Path(path).open(encoding="utf-8", errors="replace") as handle:
+            header = handle.readline()
+    except OSError:
+        return "\t"  # the reader reports the problem with the file
+    return "," if "\t" not in header and "," in header else "\t"
+
+
 def load_event_table(path: str | PathLike[str], classes: Sequence[str] | None,
                      durations: Mapping[str, float], what: str) -> pd.DataFrame:
-    """One event TSV (ground truth or predictions), read as written and checked (see
-    :func:`check_event_tables`)."""
-    table = read_strong_tsv(path, classes=classes, durations=durations)
+    """One event table (ground truth or predictions: a TSV, or detect's CSV), read as written and
+    checked (see :func:`check_event_tables`)."""
+    table = read_strong_tsv(path, classes=classes, durations=durations, sep=event_table_separator(path))
     check_event_tables({Path(path): table}, durations, what)
     return table
 

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 import pandas as pd
@@ -17,6 +17,9 @@ from atst_sed.audio import is_audio_file, unusable_path_reason
 from atst_sed.errors import AtstSedError
 from atst_sed.fileio import check_output_folder, resolve_output
 from atst_sed.inference.postprocess import SCORED_EVENT_COLUMNS
+
+if TYPE_CHECKING:  # the detector (torch) is imported when detection runs
+    from atst_sed.inference.detector import FileScores
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +91,37 @@ def _progress(total: int, stream: TextIO):
     )
 
 
+PLOT_FORMATS = ("png", "html", "both")
+DEFAULT_PLOT_CLASSES = 10
+
+
+def write_pictures(
+    stem: Path, plot_format: str, audio: np.ndarray, scores: FileScores, events: pd.DataFrame, classes: Sequence[str],
+    thresholds: Sequence[float], max_classes: int,
+) -> list[Path]:
+    """Write the pictures of one recording (``audio`` (N,) at 16 kHz): ``stem.png`` (``stem_p1.png``
+    … for a long one) for ``plot_format`` png, ``stem.html`` for html, both for both."""
+    from atst_sed.inference.plot import PlotInput, plot_detection
+
+    data = PlotInput(audio, scores.probs, events, classes, scores.frame_seconds, scores.filename, thresholds)
+    written: list[Path] = []
+    if plot_format in ("png", "both"):
+        written += plot_detection(stem.with_name(stem.name + ".png"), data, max_classes=max_classes)
+    if plot_format in ("html", "both"):
+        from atst_sed.inference.plot_html import write_detection_html
+
+        written.append(write_detection_html(stem.with_name(stem.name + ".html"), data, max_classes=max_classes))
+    return written
+
+
 def run_detect(
     inputs: Sequence[str],
     checkpoint: str,
     output: str = "-",
     scores_dir: str | None = None,
     plot_dir: str | None = None,
+    plot_format: str | None = None,
+    plot_classes: int | None = None,
     thresholds: float | Mapping[str, float] | None = None,
     median_filter: int | Mapping[str, int] | None = None,
     hop: float = 5.0,
@@ -104,7 +132,11 @@ def run_detect(
     stderr: TextIO | None = None,
 ) -> int:
     """The ``atst-sed detect`` command. Returns 0, or 1 when any input failed (each reported as
-    one line on ``stderr``). Bad settings or checkpoint raise :class:`AtstSedError` (exit 2)."""
+    one line on ``stderr``). Bad settings or checkpoint raise :class:`AtstSedError` (exit 2).
+
+    ``plot_dir`` gets, per file, PNG page(s) and/or an interactive HTML view (``plot_format``
+    ``png`` (default), ``html`` or ``both``) showing at most ``plot_classes`` classes (default
+    ``DEFAULT_PLOT_CLASSES``); both options need ``plot_dir``."""
     from atst_sed.errors import InputError
     from atst_sed.inference.detector import Detector
     from atst_sed.inference.outputs import score_file_id, write_events_csv, write_scores
@@ -117,6 +149,16 @@ def run_detect(
     resolve_output(output)  # a folder given as -o is refused before the model runs
     if batch_size is not None and batch_size < 1:
         raise AtstSedError("--batch-size must be at least 1")
+    if plot_dir is None:
+        for option, value in (("--plot-format", plot_format), ("--plot-classes", plot_classes)):
+            if value is not None:
+                raise AtstSedError(f"{option} needs --plot DIR (the folder for the pictures)")
+    plot_format = plot_format or "png"
+    plot_classes = DEFAULT_PLOT_CLASSES if plot_classes is None else plot_classes
+    if plot_format not in PLOT_FORMATS:
+        raise AtstSedError(f"--plot-format must be one of {', '.join(PLOT_FORMATS)}, not {plot_format!r}")
+    if plot_classes < 1:
+        raise AtstSedError("--plot-classes must be at least 1")
     try:
         detector = Detector.from_checkpoint(
             checkpoint, device=device, batch_size=batch_size, hop_seconds=hop, thresholds=thresholds, median_filter=median_filter,
@@ -154,10 +196,8 @@ def run_detect(
                 if scores_dir:
                     write_scores(scores_dir, {score_file_id(f.name): scores.probs}, detector.classes)
                 if plot_dir:
-                    from atst_sed.inference.plot import plot_detection
-
-                    png = Path(plot_dir) / (score_file_id(f.name) + ".png")
-                    plot_detection(png, audio, scores.probs, found, detector.classes, title=f.name, thresholds=detector.thresholds)
+                    write_pictures(Path(plot_dir) / score_file_id(f.name), plot_format, audio, scores, found,
+                                   detector.classes, detector.thresholds, plot_classes)
                 events.append(found)
             except (AtstSedError, OSError) as err:
                 report(f, err)

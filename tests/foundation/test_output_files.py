@@ -35,7 +35,8 @@ from atst_sed.fileio import (
     open_output,
 )
 from atst_sed.inference.outputs import write_events_csv
-from atst_sed.inference.plot import plot_detection
+from atst_sed.inference.plot import PlotInput, plot_detection
+from atst_sed.inference.plot_html import write_detection_html
 from atst_sed.models.checkpoint import save_checkpoint
 from atst_sed.models.encoder import ATSTEncoder, EncoderConfig
 
@@ -89,6 +90,10 @@ def _png(data: bytes) -> None:
     assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 1000
 
 
+def _html(data: bytes) -> None:
+    assert data.startswith(b"<!DOCTYPE html>") and data.rstrip().endswith(b"</html>")
+
+
 def _npz(data: bytes) -> None:
     np.testing.assert_array_equal(np.load(io.BytesIO(data))["embeddings"], np.eye(3))
 
@@ -112,8 +117,11 @@ WRITERS: dict[str, tuple[Callable[[Path], object], Callable[[bytes], None]]] = {
     "yaml (config.write_yaml)": (lambda p: write_yaml(p, {"seed": 42, "data": {"root": "x"}}), _yaml),
     "events tsv": (lambda p: write_events_tsv(p, EVENTS.drop(columns="score")), _tsv),
     "detect csv": (lambda p: write_events_csv(p, EVENTS), _csv),
-    "png (detect --plot)": (lambda p: plot_detection(p, WAVE.astype(np.float32), np.full((4, 2), 0.5, np.float32),
-                                                      EVENTS.iloc[:0], CLASSES), _png),
+    "png (detect --plot)": (lambda p: plot_detection(p, PlotInput(WAVE.astype(np.float32), np.full((4, 2), 0.5, np.float32),
+                                                                  EVENTS.iloc[:0], CLASSES, 0.04)), _png),
+    "html (detect --plot-format html)": (
+        lambda p: write_detection_html(p, PlotInput(WAVE.astype(np.float32), np.full((4, 2), 0.5, np.float32), EVENTS,
+                                                    CLASSES, 0.04)), _html),
     "npz (embed)": (lambda p: write_npz(p, {"embeddings": np.eye(3, dtype=np.float32)}), _npz),
     "checkpoint (torch.save)": (lambda p: save_checkpoint(p, ATSTEncoder(EncoderConfig.named("frame_tiny"))), _checkpoint),
     "wav (corpus audio)": (lambda p: write_wav(p, WAVE), _wav),
