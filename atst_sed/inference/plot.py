@@ -302,7 +302,7 @@ def _draw_row(fig, renderer, d: _Drawing, span: tuple[float, float], mel: _MelIm
     if d.thresholds is not None:
         right = ax_events.twinx()
         right.set_ylim(n - 0.5, -0.5)
-        right.set_yticks(range(n), [f"≥{t:.2f}" for t in d.thresholds], fontsize=6)
+        right.set_yticks(range(n), [f">{t:.2f}" for t in d.thresholds], fontsize=6)
         right.tick_params(axis="y", length=0)
     for i in range(1, n):
         ax_events.axhline(i - 0.5, color="0.85", linewidth=0.5)
