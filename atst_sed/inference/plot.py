@@ -11,7 +11,8 @@ import pandas as pd
 import torch
 
 from atst_sed.fileio import open_output
-from atst_sed.features import HOP_SAMPLES, SAMPLE_RATE, TOKEN_SECONDS, LogMelFrontend
+from atst_sed.frontend import FrontendConfig, LogMelFrontend
+from atst_sed.timegrid import ATST_GRID, FrameGrid
 
 MAX_COLUMNS = 4000  # longer recordings are averaged down to this many image columns
 
@@ -35,9 +36,12 @@ def plot_detection(
     classes: Sequence[str],
     title: str = "",
     thresholds: Sequence[float] | None = None,
+    grid: FrameGrid = ATST_GRID,
+    frontend: FrontendConfig | None = None,
 ) -> Path:
-    """Write a PNG: log-mel of ``audio`` (N,) at 16 kHz, scores ``probs`` (T, C) per 40 ms frame,
-    and ``events`` (onset/offset in seconds) as labelled boxes, sharing one time axis in seconds.
+    """Write a PNG: log-mel of ``audio`` (N,) at the frontend's rate (``frontend``: the model's,
+    default ATST's), scores ``probs`` (T, C) per frame of ``grid`` (the model's), and ``events``
+    (onset/offset in seconds) as labelled boxes, sharing one time axis in seconds.
     Written atomically (temporary file, then rename)."""
     import matplotlib
 
@@ -46,21 +50,23 @@ def plot_detection(
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    duration = len(audio) / SAMPLE_RATE
+    logmel = LogMelFrontend(frontend)
+    rate = logmel.config.sample_rate
+    duration = len(audio) / rate
     with torch.inference_mode():
-        mel = LogMelFrontend()(torch.as_tensor(audio, dtype=torch.float32)).numpy()  # (64, F)
+        mel = logmel(torch.as_tensor(audio, dtype=torch.float32)).numpy()  # (64, F)
     n_classes = len(classes)
     fig, axes = plt.subplots(
         3, 1, figsize=(12, 3.5 + 0.5 * n_classes), sharex=True, layout="constrained",
         gridspec_kw={"height_ratios": [2.0, 0.25 * n_classes + 0.5, 0.25 * n_classes + 0.5]},
     )
     ax_mel, ax_scores, ax_events = axes
-    mel_end = mel.shape[1] * HOP_SAMPLES / SAMPLE_RATE
+    mel_end = mel.shape[1] * logmel.config.hop_length / rate
     ax_mel.imshow(_pool_columns(mel), origin="lower", aspect="auto", cmap="magma", extent=(0, mel_end, 0, mel.shape[0]))
     ax_mel.set_ylabel("mel bin")
     ax_mel.set_title(title or path.stem)
 
-    score_end = probs.shape[0] * TOKEN_SECONDS
+    score_end = probs.shape[0] * grid.frame_seconds
     im = ax_scores.imshow(
         _pool_columns(np.asarray(probs, dtype=np.float32).T), origin="upper", aspect="auto", cmap="viridis",
         vmin=0.0, vmax=1.0, extent=(0, score_end, n_classes - 0.5, -0.5), interpolation="nearest",
