@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
 
     stderr = sys.stderr
     with _progress(stderr) as progress:
-        task = progress.add_task("", total=None)
+        task = progress.add_task("", total=None, visible=False)  # shown once there are two files or more
 
         def show(done: int, total: int, name: str) -> None:
             progress.update(task, completed=done, total=total, description=name, visible=total >= 2)

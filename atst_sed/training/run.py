@@ -13,6 +13,7 @@ the frontend, the classes) is read from the stage's model (:attr:`SEDModel.spec`
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import time
@@ -93,8 +94,9 @@ class Run:
             self._datamodules[key] = dm
         return self._datamodules[key]
 
-    @property
+    @functools.cached_property
     def classes(self) -> list[str]:
+        """The run's class order (``data.classes``, else the corpus's)."""
         return list(run_classes(self.config.data))
 
     def stage_decoding(self, cfg: RunConfig) -> Decoding:
