@@ -1,3 +1,5 @@
 """atst-sed: sound event detection with ATST-Frame / ATST-Clip."""
 
-__version__ = "0.1.0"
+from atst_sed.version import __version__
+
+__all__ = ["__version__"]

@@ -63,6 +63,11 @@ def unusable_path_reason(path: str | PathLike[str]) -> str | None:
     return None
 
 
+def seconds_to_samples(seconds: float, sample_rate: int = SAMPLE_RATE) -> int:
+    """The nearest whole number of samples to ``seconds`` at ``sample_rate``."""
+    return int(round(seconds * sample_rate))
+
+
 def check_audio_path(path: str | PathLike[str]) -> Path:
     """``path`` as a Path; :class:`InputError` if it is not a usable regular file or is empty."""
     path = Path(path)

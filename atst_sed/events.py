@@ -1,4 +1,5 @@
-"""Event tables in DESED's TSV formats: strong labels, weak labels, clip durations.
+"""Event tables in DESED's TSV formats (strong labels, weak labels, clip durations) and the events
+CSV of ``atst-sed detect``.
 
 All times are seconds (float). Strong tables are pandas DataFrames with the columns
 ``filename, onset, offset, event_label``; a clip without events is one row whose onset, offset and
@@ -9,6 +10,7 @@ header is line 1). Writers are atomic (temporary file + rename).
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -18,12 +20,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from atst_sed.audio import AUDIO_EXTENSIONS
 from atst_sed.errors import InputError
 from atst_sed.fileio import atomic_write_text
 
 __all__ = [
     "EVENT_COLUMNS",
     "OFFSET_TOLERANCE_SECONDS",
+    "SCORED_EVENT_COLUMNS",
+    "check_event_tables",
     "clip_id",
     "duplicated_events",
     "events_past_end",
@@ -34,17 +39,20 @@ __all__ = [
     "read_strong_tsv",
     "read_weak_tsv",
     "repeated_columns",
+    "events_csv_text",
     "write_durations_tsv",
+    "write_events_csv",
     "write_events_tsv",
 ]
 
 log = logging.getLogger(__name__)
 
 EVENT_COLUMNS = ("filename", "onset", "offset", "event_label")
+#: Detections: the event columns and the event's mean probability.
+SCORED_EVENT_COLUMNS = (*EVENT_COLUMNS, "score")
 #: Offsets up to this far past the clip's duration are clipped (with a warning), beyond it rejected.
 OFFSET_TOLERANCE_SECONDS = 0.5
 _EMPTY = {"", "nan", "NaN", "NAN", "none", "None"}
-_AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".m4a", ".aiff", ".aif")
 
 PathType = str | PathLike[str]
 
@@ -57,7 +65,7 @@ def clip_id(filename: str) -> str:
     """
     name = os.path.basename(str(filename))
     lower = name.lower()
-    for suffix in _AUDIO_SUFFIXES:
+    for suffix in AUDIO_EXTENSIONS:
         if lower.endswith(suffix):
             return name[: -len(suffix)]
     return name
@@ -340,6 +348,58 @@ def events_past_end(events: pd.DataFrame, durations: Mapping[str, float]) -> tup
         return offset > clip_dur, onset >= clip_dur
 
 
+def check_event_tables(tables: Mapping[Path, pd.DataFrame], durations: Mapping[str, float],
+                       what: str) -> None:
+    """The input rule of evaluation, on event tables read as written with :func:`read_strong_tsv`:
+    score exactly what the reference libraries score.
+
+    Warns once per kind of finding over all ``tables`` (events past their clip's end, exact
+    duplicates), each with a count and an example; raises :class:`InputError` naming the file for
+    overlapping same-class events, which psds_eval refuses.
+    """
+    past_end = duplicates = n_events = 0
+    starting_after = 0
+    files_past: list[Path] = []
+    example = dup_example = None
+    worst = 0.0
+    for path, table in tables.items():
+        pair = first_overlap(table)
+        if pair is not None:
+            a, b = table.loc[pair[0]], table.loc[pair[1]]
+            raise InputError(
+                path, f"clip {a['filename']!r}: {a['event_label']} events {a['onset']:g}-{a['offset']:g} s "
+                f"and {b['onset']:g}-{b['offset']:g} s overlap (psds_eval and sed_scores_eval refuse "
+                "overlapping events of one class; merge them)")
+        n_events += int(table["onset"].notna().sum())
+        late, after = events_past_end(table, durations)
+        if late.any():
+            past_end += int(late.sum())
+            starting_after += int(after.sum())
+            files_past.append(path)
+            overshoot = table["offset"].to_numpy(float)[late] - np.array(
+                [lookup_duration(durations, n) for n in table["filename"][late]], float)
+            worst = max(worst, float(overshoot.max()))
+            if example is None:
+                row = table[late].iloc[0]
+                example = (f"{path}: {row['filename']} {row['event_label']} {row['onset']:g}-"
+                           f"{row['offset']:g} s, clip {lookup_duration(durations, row['filename']):g} s")
+        dup = duplicated_events(table)
+        if dup.any():
+            duplicates += int(dup.sum())
+            if dup_example is None:
+                row = table[dup].iloc[0]
+                dup_example = f"{path}: {row['filename']} {row['event_label']} {row['onset']:g}-{row['offset']:g} s"
+    if past_end:
+        in_files = f" in {len(files_past)} of {len(tables)} files" if len(tables) > 1 else ""
+        after = f"; {starting_after} start at or after it" if starting_after else ""
+        log.warning("%s: %d of %d events%s run past their clip's end (by up to %.3g s%s), e.g. %s; "
+                    "scored as written, as psds_eval does", what, past_end, n_events, in_files,
+                    worst, after, example)
+    if duplicates:
+        log.warning("%s: %d event(s) repeat an earlier row exactly, e.g. %s; scored as written "
+                    "(psds_eval counts each)", what, duplicates, dup_example)
+
+
 # -------------------------------------------------------------------------------------- weak labels
 def read_weak_tsv(path: PathType, classes: Sequence[str] | None = None) -> pd.DataFrame:
     """Read a weak-label TSV ``filename event_labels`` (labels comma-separated, may be empty).
@@ -426,3 +486,18 @@ def write_durations_tsv(path: PathType, durations: Mapping[str, float]) -> None:
     for name, value in durations.items():
         lines.append(f"{name}\t{float(value)!r}\n")
     atomic_write_text(path, "".join(lines))
+
+
+def events_csv_text(events: pd.DataFrame) -> str:
+    """``atst-sed detect``'s CSV: ``filename,onset,offset,event_label,score`` (3 decimals), sorted by
+    filename, onset, label."""
+    df = events.reindex(columns=list(SCORED_EVENT_COLUMNS))
+    df = df.sort_values(["filename", "onset", "event_label"], kind="stable")
+    buf = io.StringIO()
+    df.to_csv(buf, index=False, float_format="%.3f", lineterminator="\n")
+    return buf.getvalue()
+
+
+def write_events_csv(target: PathType, events: pd.DataFrame) -> None:
+    """Write :func:`events_csv_text` to the output ``target`` (``-`` = standard output; :mod:`atst_sed.fileio`)."""
+    atomic_write_text(target, events_csv_text(events))

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
+import math
 import os
 import re
 import shutil
@@ -28,7 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import Any, BinaryIO, Literal
 
 from atst_sed.errors import InputError
 
@@ -228,6 +230,24 @@ def atomic_write_bytes(path: str | PathLike[str], data: bytes) -> None:
 def atomic_write_text(path: str | PathLike[str], text: str) -> None:
     """Write UTF-8 ``text`` to the output ``path`` (atomically when it is a regular file or new)."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def json_ready(value: Any) -> Any:
+    """Plain JSON values: NumPy scalars as Python numbers, NaN/Inf as None, keys as strings."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # a NumPy scalar
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: str | PathLike[str], data: Any) -> None:
+    """Pretty JSON (indent 2, NaN/Inf → null) to the output ``path``."""
+    atomic_write_text(path, json.dumps(json_ready(data), indent=2, sort_keys=False) + "\n")
 
 
 def copy_file(source: str | PathLike[str], target: str | PathLike[str]) -> None:

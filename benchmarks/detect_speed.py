@@ -25,7 +25,7 @@ from atst_sed.models.sed import SEDModel
 
 def _model(size: str = "base") -> SEDModel:
     torch.manual_seed(0)
-    model = SEDModel(EncoderConfig.named(f"frame_{size}"), len(DESED_CLASSES)).eval()
+    model = SEDModel(EncoderConfig.named(f"frame_{size}"), DESED_CLASSES).eval()
     with torch.no_grad():
         model.head.linear.weight.normal_(0.0, 0.05)
     return model
@@ -51,7 +51,7 @@ def cpu_rows(seconds: float, threads: int, repeats: int) -> list[str]:
     reference = None
     for hop in (5.0, 10.0):
         for precision in ("fp32", "bf16"):
-            det = Detector(model, DESED_CLASSES, device="cpu", batch_size=4, hop_seconds=hop, precision=precision)
+            det = Detector(model, device="cpu", batch_size=4, hop_seconds=hop, precision=precision)
 
             def run(det=det):
                 scores = det.scores_audio(audio, "bench")
@@ -68,7 +68,7 @@ def cpu_rows(seconds: float, threads: int, repeats: int) -> list[str]:
                 f"{'' if np.isnan(err) else f'{err:.4f}'} |"
             )
     # The frontend alone (one batch of 10 s windows), to show where the time goes.
-    fe = Detector(model, DESED_CLASSES, device="cpu").frontend
+    fe = model.frontend
     batch = torch.from_numpy(audio[: 4 * 160000].copy()).view(-1, 160000) if len(audio) >= 640000 else torch.zeros(4, 160000)
     with torch.inference_mode():
         fe_time, fe_cpu, _ = _time(lambda: fe(batch), repeats)
@@ -86,7 +86,7 @@ def gpu_rows(n_files: int, repeats: int) -> list[str]:
     if not torch.cuda.is_available():
         return ["| GPU | not available in this session | | | | | | | | |"]
     torch.backends.cuda.matmul.allow_tf32 = True
-    det = Detector(_model(), DESED_CLASSES, device="cuda", batch_size=64)
+    det = Detector(_model(), device="cuda", batch_size=64)
     clips = (np.random.default_rng(0).standard_normal((n_files, 160000)) * 0.1).astype(np.float32)
 
     def run():

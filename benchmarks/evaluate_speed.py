@@ -34,6 +34,7 @@ from atst_sed.evaluation import (
 from atst_sed.events import merge_overlapping_events, read_durations_tsv, read_strong_tsv
 from atst_sed.fileio import atomic_write_text
 from atst_sed.labels import DESED_CLASSES
+from atst_sed.timegrid import ATST_GRID
 
 REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "desed_validation"
 CLASSES = DESED_CLASSES
@@ -74,7 +75,7 @@ def synthetic_operating_points(gt: pd.DataFrame, durations: dict[str, float], se
 
 
 def synthetic_scores(gt: pd.DataFrame, durations: dict[str, float], seed: int = 0,
-                     frame_seconds: float = 0.04) -> dict[str, np.ndarray]:
+                     frame_seconds: float = ATST_GRID.frame_seconds) -> dict[str, np.ndarray]:
     """(T, C) frame scores per clip, T = ceil(duration / frame)."""
     rng = np.random.default_rng(seed)
     index = {c: i for i, c in enumerate(CLASSES)}
@@ -138,7 +139,7 @@ def main() -> None:
     scores = synthetic_scores(gt, durations)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        write_score_files(tmp, scores, CLASSES)
+        write_score_files(tmp, scores, CLASSES, ATST_GRID.frame_seconds)
         write_s = time.perf_counter() - start
         start = time.perf_counter()
         loaded, _ = read_score_files(tmp)

@@ -1,4 +1,5 @@
-"""Suite-wide test settings: offline, CPU, deterministic, headless plots."""
+"""Suite-wide test settings (offline, CPU, deterministic, headless plots) and the shared, read-only
+session data: the tiny synthetic corpus, built once, and one recipes/mini run trained on it once."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from mini_settings import MINI_FAST
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("PYTHONHASHSEED", "0")
@@ -25,6 +28,40 @@ def _seeded_cpu():
     torch.manual_seed(0)
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     yield
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> Path:
+    """``atst-sed prepare synth --size tiny --seed 0`` (84 clips, DCASE 2022 layout), built once per
+    session in ``<base>/corpus``. Tests only read it (copy what you change)."""
+    from atst_sed.data.synth import prepare_synth
+
+    root = tmp_path_factory.mktemp("shared") / "corpus"
+    prepare_synth(root, seed=0, size="tiny", jobs=1)
+    return root
+
+
+@pytest.fixture(scope="session")
+def mini_run(tiny_corpus) -> Path:
+    """A finished recipes/mini run (every stage, :data:`MINI_FAST`, 3 of the 12 weak clips held out
+    for validation) on :func:`tiny_corpus`, trained once per session into ``<base>/runs/mini`` (the
+    layout of ``recipes/mini/demo.sh``). Tests only read it (copy what you change)."""
+    from atst_sed.cli.main import main
+
+    runs = tiny_corpus.parent / "runs"
+    code = main(["train", str(REPO / "recipes" / "mini"), f"data.root={tiny_corpus}", "--root-dir", str(runs), *MINI_FAST,
+                 "data.weak_val_fraction=0.25"])
+    assert code == 0
+    return runs / "mini"
+
+
+@pytest.fixture
+def micro(monkeypatch) -> str:
+    """A 7-clip corpus size for ``prepare_synth`` (``size=micro``), for checks that build corpora of their own."""
+    from atst_sed.data import synth
+
+    monkeypatch.setitem(synth.SIZES, "micro", synth.SynthSizes(synth_train=2, weak=1, unlabeled=1, synth_val=1, test=2))
+    return "micro"
 
 
 @pytest.fixture(scope="session")

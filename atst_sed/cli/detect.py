@@ -40,7 +40,7 @@ def register(subparsers) -> None:
                    help="at most N classes per picture: those with events first, then the highest "
                         "peak scores (default 10)")
     p.add_argument("--thresholds", metavar="T|CLASS=T,...", help="decision threshold(s); default: from the checkpoint")
-    p.add_argument("--median-filter", metavar="N|CLASS=N,...", help="median filter size(s) in 40 ms frames; default: from the checkpoint")
+    p.add_argument("--median-filter", metavar="N|CLASS=N,...", help="median filter size(s) in the model's frames (40 ms for ATST); default: from the checkpoint")
     p.add_argument("--hop", type=float, default=5.0, metavar="SECONDS", help="window hop in seconds (default 5; window 10 s)")
     p.add_argument("--batch-size", type=int, default=None, metavar="N", help="windows per forward pass (default 4 on CPU, 32 on GPU)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to run the model (default auto)")
@@ -78,23 +78,44 @@ def parse_per_class(text: str | None, kind: type, what: str):
         raise AtstSedError(f"--{what}: cannot parse {text!r} (use a number or CLASS=VALUE,CLASS=VALUE)") from None
 
 
-def run(args: argparse.Namespace) -> int:
-    from atst_sed.inference.files import run_detect
+def _progress(stream):
+    """A rich progress bar on ``stream`` (only on a terminal, and for two or more files)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    return run_detect(
-        inputs=args.inputs,
-        checkpoint=args.checkpoint,
-        output=args.output,
-        scores_dir=args.scores_dir,
-        plot_dir=args.plot,
-        plot_format=args.plot_format,
-        plot_classes=args.plot_classes,
-        thresholds=parse_per_class(args.thresholds, float, "thresholds"),
-        median_filter=parse_per_class(args.median_filter, int, "median-filter"),
-        hop=args.hop,
-        batch_size=args.batch_size,
-        device=args.device,
-        precision=args.precision,
-        variant=args.variant,
-        stderr=sys.stderr,
+    console = Console(file=stream)
+    return Progress(
+        TextColumn("detect"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), TextColumn("{task.description}"),
+        console=console, transient=True, disable=not console.is_terminal,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    from atst_sed.inference.batch import detect_inputs
+
+    stderr = sys.stderr
+    with _progress(stderr) as progress:
+        task = progress.add_task("", total=None, visible=False)  # shown once there are two files or more
+
+        def show(done: int, total: int, name: str) -> None:
+            progress.update(task, completed=done, total=total, description=name, visible=total >= 2)
+
+        report = detect_inputs(
+            inputs=args.inputs,
+            checkpoint=args.checkpoint,
+            output=args.output,
+            scores_dir=args.scores_dir,
+            plot_dir=args.plot,
+            plot_format=args.plot_format,
+            plot_classes=args.plot_classes,
+            thresholds=parse_per_class(args.thresholds, float, "thresholds"),
+            median_filter=parse_per_class(args.median_filter, int, "median-filter"),
+            hop=args.hop,
+            batch_size=args.batch_size,
+            device=args.device,
+            precision=args.precision,
+            variant=args.variant,
+            on_message=lambda line: print(f"atst-sed detect: {line}", file=stderr),
+            on_progress=show,
+        )
+    return 1 if report.failed else 0

@@ -68,40 +68,19 @@ def write_npz(path: Path, arrays: dict[str, "np.ndarray"]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-    import torch
-
-    from atst_sed.audio import load_audio
-    from atst_sed.errors import AtstSedError, InputError
-    from atst_sed.features import HOP_SAMPLES, SAMPLE_RATE, TOKEN_SECONDS, LogMelFrontend
+    from atst_sed.errors import AtstSedError
     from atst_sed.inference.detector import resolve_device
-    from atst_sed.inference.embeddings import MIN_SAMPLES, embed_features
+    from atst_sed.inference.embeddings import embed_file
     from atst_sed.models.checkpoint import load_checkpoint
 
     if args.batch_size < 1:
         raise AtstSedError("--batch-size must be at least 1")
     device = resolve_device(args.device)
     loaded = load_checkpoint(args.checkpoint, variant=args.variant)
-    wave = load_audio(args.audio)
-    if wave.shape[0] < MIN_SAMPLES:
-        raise InputError(args.audio, f"too short to embed: {wave.shape[0] / SAMPLE_RATE:.3f} s "
-                                     f"(needs at least {MIN_SAMPLES / SAMPLE_RATE:.3f} s for one 40 ms token)")
-    encoder = loaded.encoder.to(device).eval()
-    frontend = LogMelFrontend(loaded.frontend).to(device)
-    with torch.inference_mode():
-        features = frontend(wave.to(device))  # (64, T), always float32
-    arrays = embed_features(features, encoder, all_blocks=args.blocks == "all", batch_size=args.batch_size)
-    arrays = {
-        "features": features.cpu().numpy().astype(np.float32),
-        **arrays,
-        "sample_rate": np.int64(SAMPLE_RATE),
-        "hop_seconds": np.float64(HOP_SAMPLES / SAMPLE_RATE),
-        "token_seconds": np.float64(TOKEN_SECONDS),
-        "duration": np.float64(wave.shape[0] / SAMPLE_RATE),
-    }
+    arrays = embed_file(args.audio, loaded.encoder, loaded.frontend, device, all_blocks=args.blocks == "all", batch_size=args.batch_size)
     out = Path(args.output)
     write_npz(out, arrays)
     emb = arrays["embeddings"]
-    log.info("%s: %d frames, %d tokens × %d (%s) → %s", args.audio, features.shape[-1], emb.shape[-2], emb.shape[-1],
+    log.info("%s: %d frames, %d tokens × %d (%s) → %s", args.audio, arrays["features"].shape[-1], emb.shape[-2], emb.shape[-1],
              "all blocks" if args.blocks == "all" else "last block", out)
     return 0

@@ -11,7 +11,7 @@ import importlib
 import logging
 import sys
 
-from atst_sed import __version__
+from atst_sed.version import __version__
 from atst_sed.errors import AtstSedError
 
 VERBS = ("prepare", "pretrain", "train", "embed", "detect", "evaluate", "report", "package")

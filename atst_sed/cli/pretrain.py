@@ -28,7 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from atst_sed.fileio import check_output_folder
-    from atst_sed.training.pretrain_run import load_pretrain_config, run_pretraining
+    from atst_sed.training.pretrain_config import load_pretrain_config
+    from atst_sed.training.pretrain_run import run_pretraining
 
     overrides = list(args.overrides)
     if args.output_dir:

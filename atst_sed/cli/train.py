@@ -81,10 +81,12 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from atst_sed.config import read_yaml, to_dict
+    from atst_sed.config import to_dict
     from atst_sed.errors import AtstSedError
     from atst_sed.fileio import check_output_folder
-    from atst_sed.training.run import Run, has_progress, is_main_process, load_recipe, resolve_config, summary_rows
+    from atst_sed.training.run import Run, run_config_for_folder, summary_rows
+    from atst_sed.training.run_config import load_recipe
+    from atst_sed.training.trainer import is_main_process
 
     _split_rest(args)
     _quiet_libraries()
@@ -94,13 +96,8 @@ def run(args: argparse.Namespace) -> int:
     config = load_recipe(args.recipe, args.overrides)
     run_dir = Path(args.run_dir) if args.run_dir else Path(args.root_dir) / config.name
     check_output_folder(*((args.run_dir, "--run-dir") if args.run_dir else (args.root_dir, "--root-dir")))
-    saved = run_dir / "config.yaml"
-    if saved.exists() and has_progress(run_dir):
-        if args.resume:
-            # A resumed run keeps its saved configuration; command-line overrides still apply.
-            config = resolve_config(read_yaml(saved), args.overrides, str(saved))
-        elif args.stage is None and not args.print_config and is_main_process():  # other DDP ranks find rank 0's new folder
-            raise AtstSedError(f"run folder {run_dir} already exists; pass --resume to continue it, --stage NAME to rerun one stage, or name=... for a new run")
+    config = run_config_for_folder(config, run_dir, args.overrides, args.resume,
+                                   allow_existing=args.stage is not None or args.print_config)
     if args.print_config:
         sys.stdout.write(yaml.safe_dump(to_dict(config), sort_keys=False))
         return 0

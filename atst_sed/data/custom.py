@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from os import PathLike
 from pathlib import Path
 
-from atst_sed.audio import AUDIO_EXTENSIONS
+from atst_sed.audio import AUDIO_EXTENSIONS, SAMPLE_RATE
 from atst_sed.data.corpus import SETS, write_fingerprint, write_index
 from atst_sed.data.desed import ClipStatus, convert_clips, write_missing_files, write_set_manifests
 from atst_sed.errors import AtstSedError, InputError
@@ -37,7 +37,6 @@ from atst_sed.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-SR = 16000
 PART_TO_SET = {"strong": "strong_real", "weak": "weak", "unlabeled": "unlabeled", "validation": "synth_val", "test": "test"}
 
 
@@ -143,7 +142,7 @@ def _write_corpus(root: Path, classes: list[str], set_names: list[str], statuses
     for name, (mine, present) in write_set_manifests(root, set_names, statuses).items():
         spec = SETS[name]
         if spec.durations:  # evaluation sets: durations from the audio
-            write_durations_tsv(root / spec.durations, {s.filename: s.num_samples / SR for s in present})
+            write_durations_tsv(root / spec.durations, {s.filename: s.num_samples / SAMPLE_RATE for s in present})
         report[name] = {"listed": len(mine), "present": len(present), "missing": len(mine) - len(present)}
         log.info("%s: %d listed, %d present, %d missing", name, len(mine), len(present), len(mine) - len(present))
     missing = write_missing_files(root, statuses)

@@ -15,16 +15,17 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 from atst_sed.data.corpus import SETS, read_fingerprint, read_index
 from atst_sed.data.datasets import (
     ClipDataset,
-    FeatureCollate,
     MixedDataset,
     ProportionalBatchSampler,
     RankShard,
+    WaveformCollate,
     holdout_split,
     split_batch,
 )
 from atst_sed.errors import AtstSedError, InputError
-from atst_sed.features import FrontendConfig
+from atst_sed.events import check_event_tables
 from atst_sed.labels import DESED_CLASSES, ClassMap
+from atst_sed.timegrid import ATST_GRID, FrameGrid
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +50,17 @@ class DataConfig:
             (DCASE 2022 baseline and ATST-SED: 0.1, drawn with ``seed``; see
             :func:`~atst_sed.data.datasets.holdout_split`); 0 = every weak clip trains.
         clip_seconds: clips are cropped (randomly for training, from the start otherwise) or
-            zero-padded to this length; a multiple of 0.04 s (10 s → 1001 mel frames, 250 targets).
+            zero-padded to this length; whole mel hops of the model's grid (ATST: 10 s → 1001 mel
+            frames, 250 target frames of 40 ms).
         epoch_length: training batches per epoch; ``None``: as many whole batches as the smallest
             used pool fills (every clip of that pool once per epoch).
         val_batch_size: batch size for validation / test (``None``: ``batch_size``).
-        num_workers: DataLoader worker processes (features are computed in them).
+        num_workers: DataLoader worker processes (audio is decoded and cropped in them).
         seed: seeds batch composition and crops (same seed → same batches).
         classes: class order (``None``: the corpus's classes from ``manifests/index.json``, e.g.
             of ``prepare custom``; the 10 DESED classes for DESED and the synthetic corpus).
-        frontend: overrides of :class:`~atst_sed.features.FrontendConfig` fields.
+        frontend: overrides of :class:`~atst_sed.frontend.FrontendConfig` fields for the models of
+            the run (each model computes its own features; the batches hold waveforms).
     """
 
     root: str = "data/synth"
@@ -97,25 +100,31 @@ def corpus_classes(root: str | Path) -> list[str] | None:
     return list(classes) if classes else None
 
 
+def run_classes(config: DataConfig) -> tuple[str, ...]:
+    """The class order of a run: ``data.classes``, else the corpus's declared classes, else DESED's."""
+    return tuple(config.classes or corpus_classes(config.root) or DESED_CLASSES)
+
+
 class SEDDataModule(pl.LightningDataModule):
     """Training batches composed from the strong / weak / unlabeled pools in ``config.proportions``
     (pool order inside a batch: strong, weak, unlabeled); validation and test over ``val_set`` /
     ``test_set`` in manifest order (under DDP each rank validates every world_size-th clip). With
     ``weak_val_fraction`` > 0 the held-out weak clips leave the weak pool and follow ``val_set`` in
-    the validation loader (``has_strong`` False). Batches are dicts: features (B, 64, 1001)
-    float32, frame_lengths (B,) long, strong (B, 250, C), weak (B, C), has_strong (B,), has_weak
-    (B,), filenames.
+    the validation loader (``has_strong`` False). Batches are dicts (:class:`WaveformCollate`):
+    waveforms (B, 160 000) float32, lengths (B,) long, strong (B, N, C) targets on ``grid`` (the
+    model's; ATST: N = 250), weak (B, C), has_strong (B,), has_weak (B,), filenames.
 
     Input problems (missing corpus, malformed or inconsistent TSVs, missing audio) raise
     :class:`~atst_sed.errors.InputError` naming the file and line at :meth:`setup`.
     """
 
-    def __init__(self, config: DataConfig):
+    def __init__(self, config: DataConfig, grid: FrameGrid = ATST_GRID):
         super().__init__()
         self.config = config
-        self.classes: tuple[str, ...] = tuple(config.classes or corpus_classes(config.root) or DESED_CLASSES)
+        self.grid = grid
+        self.classes: tuple[str, ...] = run_classes(config)
         self.class_map = ClassMap(self.classes)
-        self.frontend_config = FrontendConfig(**config.frontend)
+        self._checked_references: set[str] = set()
         self._datasets: dict[str, ClipDataset] = {}
         self._weak_parts: dict[str, tuple[ClipDataset, ClipDataset]] = {}
         self._fingerprint: dict | None = None
@@ -153,7 +162,7 @@ class SEDDataModule(pl.LightningDataModule):
                 raise AtstSedError(
                     f"{self.root}: the corpus has no set {set_name!r} (it has {', '.join(sorted(available))})"
                 )
-            self._datasets[key] = ClipDataset(self.root, set_name, self.class_map, self.config.clip_seconds, labels_kind)
+            self._datasets[key] = ClipDataset(self.root, set_name, self.class_map, self.config.clip_seconds, labels_kind, grid=self.grid)
         return self._datasets[key]
 
     def weak_split(self, set_name: str) -> tuple[ClipDataset, ClipDataset]:
@@ -186,8 +195,16 @@ class SEDDataModule(pl.LightningDataModule):
 
     def ground_truth(self, split: str) -> pd.DataFrame:
         """Events [filename, onset, offset, event_label] of the clips of ``split`` ("val"|"test") that
-        have audio; clips without events are one NaN row (DESED convention)."""
-        return self.dataset(self._split_set(split)).events.copy()
+        have audio, exactly as the labels file writes them (what ``atst-sed evaluate`` and psds_eval
+        score; training targets merge and clip instead); clips without events are one NaN row
+        (DESED convention). Checked by the evaluation rule (:func:`check_event_tables`): overlapping
+        same-class events are an :class:`InputError`, events past a clip's end a warning."""
+        dataset = self.dataset(self._split_set(split))
+        events = dataset.reference_events
+        if dataset.set_name not in self._checked_references:
+            check_event_tables({dataset.labels_path: events}, dataset.durations, f"ground truth of {dataset.set_name}")
+            self._checked_references.add(dataset.set_name)
+        return events.copy()
 
     def durations(self, split: str) -> dict[str, float]:
         """Clip durations (s) of ``split`` ("val"|"test"), from the set's durations TSV when it has one."""
@@ -286,7 +303,7 @@ class SEDDataModule(pl.LightningDataModule):
         return DataLoader(
             dataset,
             num_workers=workers,
-            collate_fn=FeatureCollate(self.frontend_config),
+            collate_fn=WaveformCollate(),
             persistent_workers=workers > 0,
             # The loader's own generator: starting its workers must not draw from torch's global
             # random state, which training restores from a resume checkpoint (dropout, mixup).

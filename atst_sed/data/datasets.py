@@ -1,10 +1,11 @@
 """Strong, weak and unlabeled clip datasets over corpus manifests, batch composition and collation.
 
 A dataset item is a dict: ``waveform`` float32 (clip_samples,) zero-padded, ``length`` valid
-samples, ``strong`` (n_frames, C) frame targets (zeros when absent), ``weak`` (C,), ``has_strong``,
-``has_weak``, ``filename``. Items are addressed by an int (evaluation: crop from the start) or by
-``(index, seed)`` (training: a crop position drawn from ``seed``), so the sampler alone owns the
-randomness and batches do not depend on the number of workers.
+samples, ``strong`` (n_frames, C) frame targets on the model's frame grid (zeros when absent),
+``weak`` (C,), ``has_strong``, ``has_weak``, ``filename``. Items are addressed by an int
+(evaluation: crop from the start) or by ``(index, seed)`` (training: a crop position drawn from
+``seed``), so the sampler alone owns the randomness and batches do not depend on the number of
+workers. Batches hold waveforms: the model computes its own features (:class:`WaveformCollate`).
 """
 
 from __future__ import annotations
@@ -24,19 +25,18 @@ from torch.utils.data import Dataset, Sampler
 from atst_sed.audio import load_audio
 from atst_sed.data.corpus import SETS, read_manifest
 from atst_sed.errors import InputError
-from atst_sed.features import FRAMES_PER_TOKEN, HOP_SAMPLES, SAMPLE_RATE, FrontendConfig, LogMelFrontend, samples_to_frames
+from atst_sed.events import EVENT_COLUMNS, read_durations_tsv, read_strong_tsv, read_weak_tsv
 from atst_sed.labels import ClassMap, events_to_frames, weak_multi_hot
+from atst_sed.timegrid import ATST_GRID, FrameGrid
 
 log = logging.getLogger(__name__)
 
-TOKEN_SAMPLES = HOP_SAMPLES * FRAMES_PER_TOKEN  # 640 samples = 40 ms: crops start on the label grid
 
-
-def clip_samples_for(clip_seconds: float) -> int:
-    """Samples in a training clip; a whole number of 40 ms tokens."""
-    samples = int(round(clip_seconds * SAMPLE_RATE))
-    if samples <= 0 or samples % TOKEN_SAMPLES:
-        raise ValueError(f"clip_seconds={clip_seconds} must be a positive multiple of 0.04 s")
+def clip_samples_for(clip_seconds: float, grid: FrameGrid = ATST_GRID) -> int:
+    """Samples in a training clip: a whole number of the grid's mel hops (ATST: 10 ms)."""
+    samples = grid.seconds_to_samples(clip_seconds)
+    if samples <= 0 or samples % grid.mel_hop_samples:
+        raise ValueError(f"clip_seconds={clip_seconds} must be a positive multiple of {grid.mel_hop_seconds:g} s")
     return samples
 
 
@@ -47,9 +47,16 @@ class ClipDataset(Dataset):
         root: corpus root.
         set_name: a set of :data:`atst_sed.data.corpus.SETS` with a manifest.
         class_map: class order of the targets.
-        clip_seconds: clips are cropped / zero-padded to this length (multiple of 40 ms).
+        clip_seconds: clips are cropped / zero-padded to this length (whole mel hops of ``grid``);
+            training crops start on whole output frames.
         labels_kind: ``"strong"``, ``"weak"`` or ``"unlabeled"`` (default: the set's kind).
         check_audio: raise :class:`InputError` now if a manifest entry's file is missing.
+        grid: the frame grid of the model the targets are for (:attr:`SEDModel.grid`).
+
+    A strong set has two event tables: ``events``, the training labels (overlapping same-class
+    events merged, offsets past a clip's end clipped, as :func:`read_strong_tsv` adapts them to a
+    clip's frames), and ``reference_events``, the labels exactly as written, which evaluation
+    scores (as ``atst-sed evaluate`` and psds_eval do). Both keep the clips that have audio.
     """
 
     def __init__(
@@ -60,9 +67,8 @@ class ClipDataset(Dataset):
         clip_seconds: float = 10.0,
         labels_kind: str | None = None,
         check_audio: bool = True,
+        grid: FrameGrid = ATST_GRID,
     ):
-        from atst_sed.events import read_durations_tsv, read_strong_tsv, read_weak_tsv
-
         if set_name not in SETS:
             raise InputError(root, f"unknown set {set_name!r}; known: {', '.join(SETS)}")
         self.root = Path(root)
@@ -70,8 +76,9 @@ class ClipDataset(Dataset):
         self.spec = SETS[set_name]
         self.kind = labels_kind or self.spec.kind
         self.class_map = class_map
-        self.clip_samples = clip_samples_for(clip_seconds)
-        self.n_frames = self.clip_samples // TOKEN_SAMPLES
+        self.grid = grid
+        self.clip_samples = clip_samples_for(clip_seconds, grid)
+        self.n_frames = int(grid.n_frames(self.clip_samples))
         manifest = read_manifest(self.root, set_name)
         manifest_path = self.root / "manifests" / f"{set_name}.tsv"
         self.filenames: list[str] = manifest["filename"].astype(str).tolist()
@@ -83,7 +90,9 @@ class ClipDataset(Dataset):
                     raise InputError(manifest_path, f"audio file {path} is missing", line=i + 2)
         present = set(self.filenames)
         self.durations: dict[str, float] = dict(zip(self.filenames, (manifest["duration"].astype(float)).tolist()))
-        self.events = pd.DataFrame(columns=["filename", "onset", "offset", "event_label"])
+        self.events = pd.DataFrame(columns=list(EVENT_COLUMNS))
+        self.reference_events = self.events
+        self.labels_path: Path | None = None  # the strong labels file (strong sets)
         self._by_file: dict[str, pd.DataFrame] = {}
         self._weak: dict[str, np.ndarray] = {}
         # every labelled file in label-file order (audio or not): what a weak hold-out split draws from
@@ -100,6 +109,9 @@ class ClipDataset(Dataset):
             if absent:
                 log.warning("%s: %d labelled clip(s) have no audio (see missing_files.tsv); skipped", labels, len(absent))
             self.events = events[events["filename"].isin(present)].reset_index(drop=True)
+            as_written = read_strong_tsv(labels, class_map.names, durations)
+            self.reference_events = as_written[as_written["filename"].isin(present)].reset_index(drop=True)
+            self.labels_path = labels
             self.durations = {f: durations.get(f, d) for f, d in self.durations.items()}
             self._by_file = {f: g for f, g in self.events.groupby("filename", sort=False)}
             unlabelled = [f for f in self.filenames if f not in self._by_file]
@@ -137,14 +149,17 @@ class ClipDataset(Dataset):
         part.durations = {f: self.durations[f] for f in part.filenames}
         if self.kind == "strong":
             part.events = self.events[self.events["filename"].isin(wanted)].reset_index(drop=True)
+            part.reference_events = self.reference_events[self.reference_events["filename"].isin(wanted)].reset_index(drop=True)
         return part
 
     def crop_start(self, index: int, seed: int | None) -> int:
-        """First sample of the crop: 0 for evaluation; a random multiple of 40 ms for training."""
+        """First sample of the crop: 0 for evaluation; a random whole number of output frames
+        (ATST: 40 ms) for training, so that targets stay on the grid."""
+        hop = self.grid.hop_samples
         excess = int(self.num_samples[index]) - self.clip_samples
-        if seed is None or excess < TOKEN_SAMPLES:
+        if seed is None or excess < hop:
             return 0
-        return TOKEN_SAMPLES * int(np.random.default_rng(seed).integers(0, excess // TOKEN_SAMPLES + 1))
+        return hop * int(np.random.default_rng(seed).integers(0, excess // hop + 1))
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         index, seed = (key, None) if isinstance(key, (int, np.integer)) else (int(key[0]), int(key[1]))
@@ -161,7 +176,7 @@ class ClipDataset(Dataset):
         if self.kind == "strong":
             events = self._by_file.get(filename)
             if events is not None:
-                strong = events_to_frames(events, self.class_map, self.n_frames, offset_seconds=start / SAMPLE_RATE)
+                strong = events_to_frames(events, self.class_map, self.n_frames, start / self.grid.sample_rate, self.grid)
             weak = strong.max(axis=0)
         elif self.kind == "weak":
             weak = self._weak[filename]
@@ -310,28 +325,15 @@ class RankShard(Sampler[int]):
         return len(self.indices)
 
 
-class FeatureCollate:
-    """Stacks items and computes the normalised log-mel features (in the loader's workers).
-
-    Returns the batch dict of the contract: features (B, 64, T) float32, frame_lengths (B,) long
-    (valid mel frames), strong (B, N, C), weak (B, C), has_strong / has_weak (B,) bool, filenames.
-    """
-
-    def __init__(self, frontend: FrontendConfig | None = None):
-        self.frontend_config = frontend or FrontendConfig()
-        self._frontend: LogMelFrontend | None = None
+class WaveformCollate:
+    """Stacks items into the batch of the data contract: ``waveforms`` (B, S) float32, ``lengths``
+    (B,) long (valid samples), ``strong`` (B, N, C), ``weak`` (B, C), ``has_strong`` / ``has_weak``
+    (B,) bool, ``filenames``. Features are the model's job (:meth:`SEDModel.features`)."""
 
     def __call__(self, items: Sequence[dict]) -> dict:
-        if self._frontend is None:
-            self._frontend = LogMelFrontend(self.frontend_config)
-        waves = torch.stack([it["waveform"] for it in items])
-        lengths = torch.tensor([it["length"] for it in items], dtype=torch.long)
-        with torch.no_grad():
-            ragged = bool((lengths < waves.shape[1]).any())
-            features = self._frontend(waves, lengths if ragged else None)
         return {
-            "features": features.float(),
-            "frame_lengths": samples_to_frames(lengths).long(),
+            "waveforms": torch.stack([it["waveform"] for it in items]),
+            "lengths": torch.tensor([it["length"] for it in items], dtype=torch.long),
             "strong": torch.stack([it["strong"] for it in items]),
             "weak": torch.stack([it["weak"] for it in items]),
             "has_strong": torch.tensor([it["has_strong"] for it in items], dtype=torch.bool),

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from atst_sed.audio import write_wav
+from atst_sed.audio import SAMPLE_RATE, write_wav
 from atst_sed.data.corpus import (
     SETS,
     ManifestEntry,
@@ -40,7 +40,6 @@ from atst_sed.labels import DESED_CLASSES
 
 log = logging.getLogger(__name__)
 
-SR = 16000
 SYNTH_URL = "https://zenodo.org/record/6026841/files/dcase_synth.zip"
 STRONG_TSV_URL = "https://zenodo.org/record/6444477/files/audioset_strong.tsv"
 
@@ -142,8 +141,8 @@ def _check_16k(path: Path) -> tuple[int, str]:
         info = sf.info(str(path))
     except Exception as err:  # libsndfile's message names the problem
         return 0, f"unreadable ({str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__})"
-    if info.samplerate != SR or info.channels != 1:
-        return 0, f"{info.samplerate} Hz / {info.channels} channel(s), expected 16000 Hz mono"
+    if info.samplerate != SAMPLE_RATE or info.channels != 1:
+        return 0, f"{info.samplerate} Hz / {info.channels} channel(s), expected {SAMPLE_RATE} Hz mono"
     if info.frames == 0:
         return 0, "no samples"
     return int(info.frames), ""
@@ -169,7 +168,7 @@ def convert_clip(task: tuple[str, str, str, str, bool]) -> ClipStatus:
     peak = float(np.max(np.abs(wave))) if wave.size else 0.0
     if peak > 1.0:  # keep resampling overshoot inside the 16-bit range
         wave = wave / peak
-    write_wav(target_path, wave, SR)
+    write_wav(target_path, wave, SAMPLE_RATE)
     return ClipStatus(set_name, filename, "resampled", "", int(wave.shape[0]))
 
 
@@ -199,7 +198,7 @@ def write_set_manifests(root: Path, set_names: Iterable[str], statuses: list[Cli
     for name in set_names:
         mine = [s for s in statuses if s.set_name == name]
         present = [s for s in mine if s.status != "missing"]
-        write_manifest(root, name, (ManifestEntry(s.filename, f"{SETS[name].audio}/{s.filename}", s.num_samples / SR, s.num_samples)
+        write_manifest(root, name, (ManifestEntry(s.filename, f"{SETS[name].audio}/{s.filename}", s.num_samples / SAMPLE_RATE, s.num_samples)
                                     for s in present))
         out[name] = (mine, present)
     return out
@@ -279,7 +278,7 @@ def prepare_dcase22(
     for name, (mine, present) in write_set_manifests(root, listed, statuses).items():
         spec = SETS[name]
         if spec.durations and not (root / spec.durations).is_file():
-            write_durations_tsv(root / spec.durations, {s.filename: round(s.num_samples / SR, 1) for s in present})
+            write_durations_tsv(root / spec.durations, {s.filename: round(s.num_samples / SAMPLE_RATE, 1) for s in present})
         report_sets[name] = {
             "listed": len(mine),
             "present": len(present),

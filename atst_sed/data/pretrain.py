@@ -5,7 +5,7 @@ AudioSet download ``ROOT/unbalanced_train_segments/**.wav``), a text manifest (o
 relative paths resolved against ``root`` or the manifest's folder; ``#`` comments), or a TSV/CSV
 with a header holding a ``filename`` column (extra columns ignored; relative to ``root``).
 
-Views per item (features from :class:`atst_sed.features.LogMelFrontend`, in the workers):
+Views per item (features from :class:`atst_sed.frontend.LogMelFrontend`, in the workers):
 
 - ``frame``: one random ``clip_seconds`` (10 s) crop; shorter files are zero-padded at the end of
   the *waveform* and, as upstream, still treated as full length (no length mask: the padding is
@@ -43,10 +43,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from atst_sed.audio import is_audio_file, load_audio
+from atst_sed.audio import is_audio_file, load_audio, seconds_to_samples
+from atst_sed.data.augment import MixupBank, RandomResizeCrop
 from atst_sed.errors import AtstSedError, InputError
-from atst_sed.features import FrontendConfig, LogMelFrontend, seconds_to_samples
-from atst_sed.training.augment import MixupBank, RandomResizeCrop
+from atst_sed.frontend import FrontendConfig, LogMelFrontend
 
 log = logging.getLogger(__name__)
 

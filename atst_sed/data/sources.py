@@ -15,7 +15,9 @@ import numpy as np
 from scipy import fft as sfft
 from scipy.signal import fftconvolve
 
-SR = 16000
+from atst_sed.audio import SAMPLE_RATE
+
+SR = SAMPLE_RATE  # the short name the signal formulas below use
 NYQUIST_GUARD = 7600.0  # Hz: harmonics above it are muted (no aliasing)
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,8 @@ eFPR is per hour. See :func:`evaluate_operating_points`, :func:`evaluate_scores`
 what ``atst-sed evaluate`` accepts.
 """
 
-from atst_sed.evaluation.core import (
+from atst_sed.decoding import DCASE2022_THRESHOLDS, scores_to_operating_points
+from atst_sed.evaluation.metrics import (
     canonical_events,
     evaluate_event_table,
     evaluate_operating_points,
@@ -16,19 +17,13 @@ from atst_sed.evaluation.core import (
 from atst_sed.evaluation.f1 import event_based_f1, intersection_f1, segment_based_f1
 from atst_sed.evaluation.plots import plot_psd_roc
 from atst_sed.evaluation.psds import (
-    DCASE2022_THRESHOLDS,
     SCENARIOS,
     PsdsResult,
     PsdsScenario,
     psds_from_operating_points,
     threshold_free_psds,
 )
-from atst_sed.evaluation.scores import (
-    read_score_files,
-    score_dataframe,
-    scores_to_operating_points,
-    write_score_files,
-)
+from atst_sed.score_files import read_score_files, score_dataframe, write_score_files
 
 __all__ = [
     "DCASE2022_THRESHOLDS",

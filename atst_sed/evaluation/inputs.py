@@ -4,16 +4,14 @@ PATH kinds:
 * ``operating_points``: a folder of ``predictions_th_<threshold>.tsv`` event tables (DCASE 2022);
 * ``scores``: a folder of sed_scores_eval score files (``<clip_id>.tsv`` with
   ``onset offset <classes...>``);
-* ``events``: one event table (F1 only): a DESED TSV, or the comma-separated CSV that
-  ``atst-sed detect`` writes (``filename,onset,offset,event_label,score``; the separator is read
-  from the header line, the ``score`` column is ignored). Its file names are matched to the ground
-  truth by clip id (:func:`atst_sed.events.clip_id`), as a TSV's are.
+* ``events``: one event table (F1 only): a DCASE TSV, or the CSV that ``atst-sed detect`` writes.
 
-The rule for every input: score exactly what the reference libraries score. Tables are read as
-written: events that run past their clip's end (padded pipelines — the DCASE baseline, audiossl,
-ATST-SED — write them for every clip shorter than 10 s) and exact duplicates are kept and reported
-once with a count; what psds_eval itself refuses (overlapping events of one class) is an error
-naming the file.
+The rule for every input (:func:`atst_sed.events.check_event_tables`): score exactly what the
+reference libraries score. Tables are read as written: events that run past their clip's end
+(padded pipelines — the DCASE baseline, audiossl, ATST-SED — write them for every clip shorter than
+10 s) and exact duplicates are kept and reported once with a count; what psds_eval itself refuses
+(overlapping events of one class) is an error naming the file. The test stage of ``atst-sed train``
+treats its ground truth the same way.
 """
 
 from __future__ import annotations
@@ -24,23 +22,14 @@ from collections.abc import Mapping, Sequence
 from os import PathLike
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from atst_sed.errors import InputError
-from atst_sed.evaluation.scores import read_score_files
-from atst_sed.events import (
-    clip_id,
-    duplicated_events,
-    events_past_end,
-    first_overlap,
-    lookup_duration,
-    read_strong_tsv,
-)
+from atst_sed.events import check_event_tables, clip_id, lookup_duration, read_strong_tsv
+from atst_sed.score_files import read_score_files
 
 __all__ = [
     "OP_FILE_PATTERN",
-    "check_event_tables",
     "event_table_separator",
     "load_event_table",
     "load_operating_points",
@@ -74,57 +63,6 @@ def prediction_kind(path: str | PathLike[str]) -> str:
         return "scores"
     raise InputError(first, f"neither a predictions_th_<threshold>.tsv file nor a score file "
                      f"(header {' '.join(header)!r}, expected 'onset offset <classes>')", line=1)
-
-
-def check_event_tables(tables: Mapping[Path, pd.DataFrame], durations: Mapping[str, float],
-                       what: str) -> None:
-    """Apply the input rule (module docstring) to event tables read with :func:`read_strong_tsv`.
-
-    Warns once per kind of finding over all ``tables`` (events past their clip's end, exact
-    duplicates), each with a count and an example; raises :class:`InputError` naming the file for
-    overlapping same-class events, which psds_eval refuses.
-    """
-    past_end = duplicates = n_events = 0
-    starting_after = 0
-    files_past: list[Path] = []
-    example = dup_example = None
-    worst = 0.0
-    for path, table in tables.items():
-        pair = first_overlap(table)
-        if pair is not None:
-            a, b = table.loc[pair[0]], table.loc[pair[1]]
-            raise InputError(
-                path, f"clip {a['filename']!r}: {a['event_label']} events {a['onset']:g}-{a['offset']:g} s "
-                f"and {b['onset']:g}-{b['offset']:g} s overlap (psds_eval and sed_scores_eval refuse "
-                "overlapping events of one class; merge them)")
-        n_events += int(table["onset"].notna().sum())
-        late, after = events_past_end(table, durations)
-        if late.any():
-            past_end += int(late.sum())
-            starting_after += int(after.sum())
-            files_past.append(path)
-            overshoot = table["offset"].to_numpy(float)[late] - np.array(
-                [lookup_duration(durations, n) for n in table["filename"][late]], float)
-            worst = max(worst, float(overshoot.max()))
-            if example is None:
-                row = table[late].iloc[0]
-                example = (f"{path}: {row['filename']} {row['event_label']} {row['onset']:g}-"
-                           f"{row['offset']:g} s, clip {lookup_duration(durations, row['filename']):g} s")
-        dup = duplicated_events(table)
-        if dup.any():
-            duplicates += int(dup.sum())
-            if dup_example is None:
-                row = table[dup].iloc[0]
-                dup_example = f"{path}: {row['filename']} {row['event_label']} {row['onset']:g}-{row['offset']:g} s"
-    if past_end:
-        in_files = f" in {len(files_past)} of {len(tables)} files" if len(tables) > 1 else ""
-        after = f"; {starting_after} start at or after it" if starting_after else ""
-        log.warning("%s: %d of %d events%s run past their clip's end (by up to %.3g s%s), e.g. %s; "
-                    "scored as written, as psds_eval does", what, past_end, n_events, in_files,
-                    worst, after, example)
-    if duplicates:
-        log.warning("%s: %d event(s) repeat an earlier row exactly, e.g. %s; scored as written "
-                    "(psds_eval counts each)", what, duplicates, dup_example)
 
 
 def event_table_separator(path: str | PathLike[str]) -> str:

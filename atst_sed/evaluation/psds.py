@@ -6,7 +6,7 @@
 * :func:`threshold_free_psds` — sed_scores_eval's exact PSDS from frame score DataFrames.
 
 Inputs are already-checked tables whose ``filename`` column holds clip ids (see
-:mod:`atst_sed.evaluation.core`, which prepares them); durations are seconds.
+:mod:`atst_sed.evaluation.metrics`, which prepares them); durations are seconds.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
-    "DCASE2022_THRESHOLDS",
     "SCENARIOS",
     "PsdsResult",
     "PsdsScenario",
@@ -49,11 +48,6 @@ SCENARIOS: dict[str, PsdsScenario] = {
     "psds1": PsdsScenario(dtc=0.7, gtc=0.7, cttc=0.3, alpha_ct=0.0, alpha_st=1.0),
     "psds2": PsdsScenario(dtc=0.1, gtc=0.1, cttc=0.3, alpha_ct=0.5, alpha_st=1.0),
 }
-
-#: The 50 DCASE 2022 operating-point thresholds: 0.01, 0.03, ..., 0.99.
-DCASE2022_THRESHOLDS: tuple[float, ...] = tuple(
-    round(float(t), 2) for t in np.arange(1 / 100, 1, 1 / 50)
-)
 
 
 @dataclass

@@ -1,24 +1,22 @@
 """Test results of several training runs side by side: mean ± standard deviation over runs.
 
 DCASE asks for several independent trainings (different seeds) and reports their mean and spread.
-Each run folder written by ``atst-sed train`` holds ``manifest.json`` (stages in order, seed,
-dataset fingerprint) and ``<stage>/metrics.json``; stages that were tested carry ``test`` →
-``{student|teacher: metrics}`` there. This module reads those files and aggregates them.
+Each run folder written by ``atst-sed train`` (:class:`~atst_sed.runfolder.RunFolder`) holds
+``manifest.json`` (stages in order, seed, dataset fingerprint) and ``<stage>/metrics.json``; stages
+that were tested carry ``test`` → ``{student|teacher: metrics}`` there. This module aggregates them.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from os import PathLike
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from atst_sed.errors import InputError
+from atst_sed.runfolder import RunFolder
 
 # summary column → how to read it from a test metrics.json
 METRICS: dict[str, tuple[str, ...]] = {
@@ -34,28 +32,6 @@ METRICS: dict[str, tuple[str, ...]] = {
 }
 
 
-@dataclass(frozen=True)
-class RunInfo:
-    """One run folder: its name, seed and the fingerprint of the corpus it was trained/tested on."""
-
-    path: Path
-    name: str
-    seed: int | None
-    fingerprint: str | None
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise InputError(path, "missing: is this an `atst-sed train` run folder?")
-    try:
-        body = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError(path, f"not valid JSON ({err})") from None
-    if not isinstance(body, dict):
-        raise InputError(path, "not a JSON object")
-    return body
-
-
 def _value(metrics: dict[str, Any], keys: tuple[str, ...]) -> float:
     value: Any = metrics
     for key in keys:
@@ -63,31 +39,24 @@ def _value(metrics: dict[str, Any], keys: tuple[str, ...]) -> float:
     return float(value) if isinstance(value, (int, float)) else float("nan")
 
 
-def run_test_results(run_dir: str | PathLike[str]) -> tuple[RunInfo, pd.DataFrame]:
+def run_test_results(run_dir: str | PathLike[str]) -> tuple[RunFolder, pd.DataFrame]:
     """The test results of one run: a row per (stage, model) with the :data:`METRICS` columns.
 
     Raises:
         InputError: no manifest, unreadable metrics, or no tested stage (naming the file).
     """
-    run = Path(run_dir)
-    manifest = _read_json(run / "manifest.json")
-    dataset = manifest.get("dataset") or {}
-    info = RunInfo(run, run.name, manifest.get("seed"), dataset.get("fingerprint"))
+    run = RunFolder(run_dir)
     rows = []
-    for stage in manifest.get("stages") or []:
-        path = run / stage / "metrics.json"
-        if not path.is_file():
-            continue  # a stage not run (yet): nothing to report
-        tested = _read_json(path).get("test")
-        for model, metrics in (tested.items() if isinstance(tested, dict) else []):
-            rows.append({"run": info.name, "seed": info.seed, "stage": stage, "model": model,
+    for stage, tested in run.tested_stages():  # stages not run (yet) have nothing to report
+        for model, metrics in tested.items():
+            rows.append({"run": run.name, "seed": run.seed, "stage": stage, "model": model,
                          **{name: _value(metrics, keys) for name, keys in METRICS.items()}})
     if not rows:
-        raise InputError(run / "manifest.json", "no stage of this run has test results yet")
-    return info, pd.DataFrame(rows)
+        raise InputError(run.manifest_path, "no stage of this run has test results yet")
+    return run, pd.DataFrame(rows)
 
 
-def collect_test_results(run_dirs: Sequence[str | PathLike[str]]) -> tuple[list[RunInfo], pd.DataFrame]:
+def collect_test_results(run_dirs: Sequence[str | PathLike[str]]) -> tuple[list[RunFolder], pd.DataFrame]:
     """Test results of every run (see :func:`run_test_results`), one table."""
     infos, tables = zip(*(run_test_results(r) for r in run_dirs))
     names = [i.name for i in infos]

@@ -1,4 +1,8 @@
-"""A fine-tuned SED checkpoint applied to recordings of any length: scores and events per file."""
+"""A fine-tuned SED model applied to recordings of any length: scores and events per file.
+
+Everything model-specific — the frame grid, the window length, the frontend, the classes and the
+default decoding — comes from the model's :class:`~atst_sed.models.spec.ModelSpec`.
+"""
 
 from __future__ import annotations
 
@@ -13,22 +17,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from atst_sed.audio import load_audio
+from atst_sed.decoding import Decoding
 from atst_sed.errors import AtstSedError, InputError
-from atst_sed.features import SAMPLE_RATE, TOKEN_SECONDS, FrontendConfig, LogMelFrontend, samples_to_tokens
-from atst_sed.inference.postprocess import (
-    DEFAULT_MEDIAN_FILTER,
-    DEFAULT_THRESHOLD,
-    SCORED_EVENT_COLUMNS,
-    decode_events,
-)
-from atst_sed.inference.windows import (
-    DEFAULT_HOP_SECONDS,
-    OverlapAdd,
-    hop_to_tokens,
-    iter_batches,
-    plan_windows,
-    read_audio_16k,
-)
+from atst_sed.events import SCORED_EVENT_COLUMNS
+from atst_sed.inference.windows import DEFAULT_HOP_SECONDS, SlidingWindows, iter_batches
 from atst_sed.models.sed import SEDModel
 
 log = logging.getLogger(__name__)
@@ -37,12 +30,12 @@ log = logging.getLogger(__name__)
 @dataclass
 class FileScores:
     """Frame probabilities of one recording: ``probs`` (T, C) float32, frame ``t`` starting at
-    ``t * frame_seconds`` s; ``duration`` in seconds (``T = samples_to_tokens(samples)``)."""
+    ``t * frame_seconds`` s (the model's grid; T = ``grid.n_frames(samples)``); ``duration`` in seconds."""
 
     filename: str
     probs: np.ndarray
-    frame_seconds: float = TOKEN_SECONDS
-    duration: float = 0.0
+    frame_seconds: float
+    duration: float
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -57,32 +50,12 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(name)
 
 
-def _per_class_override(
-    base: Sequence[float | int], override: float | int | Sequence | Mapping[str, float | int] | None, classes: Sequence[str], what: str
-) -> list:
-    """Checkpoint values per class, replaced by one value, a full list, or a ``{class: value}`` map."""
-    values = list(base)
-    if override is None:
-        return values
-    if isinstance(override, Mapping):
-        for name, v in override.items():
-            if name not in classes:
-                raise AtstSedError(f"{what}: unknown class {name!r} (classes: {', '.join(classes)})")
-            values[list(classes).index(name)] = v
-        return values
-    if isinstance(override, (int, float)):
-        return [override] * len(classes)
-    override = list(override)
-    if len(override) != len(classes):
-        raise AtstSedError(f"{what}: expected {len(classes)} values (one per class), got {len(override)}")
-    return override
-
-
 class Detector:
-    """Sliding-window SED inference: 10 s windows (hop ``hop_seconds``), overlap-add, decoding.
+    """Sliding-window SED inference with a model's own contract: windows of its input length
+    (hop ``hop_seconds``), overlap-add on its frame grid, decoding.
 
-    ``model`` is an eval-mode :class:`SEDModel`; ``thresholds`` / ``median_sizes`` per class
-    (median filter sizes in 40 ms frames). On CUDA the encoder runs under bf16 autocast; the
+    ``model`` is a :class:`SEDModel` (put in eval mode); ``decoding`` defaults to the model's
+    (median filter sizes in the model's frames). On CUDA the encoder runs under bf16 autocast; the
     frontend is always float32. ``precision`` ``auto`` = bf16 autocast on CUDA, float32 on CPU;
     ``bf16`` on CPU is an opt-in speed-up (about 1.5× with AVX-512 BF16, probabilities within
     ≈0.01 of float32; see benchmarks/README.md).
@@ -91,10 +64,7 @@ class Detector:
     def __init__(
         self,
         model: SEDModel,
-        classes: Sequence[str],
-        frontend: FrontendConfig | None = None,
-        thresholds: Sequence[float] | None = None,
-        median_sizes: Sequence[int] | None = None,
+        decoding: Decoding | None = None,
         device: str | torch.device = "auto",
         batch_size: int | None = None,
         hop_seconds: float = DEFAULT_HOP_SECONDS,
@@ -105,20 +75,24 @@ class Detector:
             raise AtstSedError(f"unknown precision {precision!r} (use auto, fp32 or bf16)")
         # auto: bf16 on GPU; fp32 on CPU, where bf16 is faster only with AVX-512 BF16 / AMX (opt in).
         self.precision = ("bf16" if self.device.type == "cuda" else "fp32") if precision == "auto" else precision
-        self.classes = list(classes)
-        if model.n_classes != len(self.classes):
-            raise AtstSedError(f"model has {model.n_classes} outputs but {len(self.classes)} class names")
         self.model = model.eval().to(self.device)
-        self.frontend = LogMelFrontend(frontend).to(self.device)
-        n = len(self.classes)
-        self.thresholds = [float(t) for t in (thresholds if thresholds is not None else [DEFAULT_THRESHOLD] * n)]
-        self.median_sizes = [int(m) for m in (median_sizes if median_sizes is not None else [DEFAULT_MEDIAN_FILTER] * n)]
-        if len(self.thresholds) != n or len(self.median_sizes) != n:
-            raise AtstSedError(f"decoding settings must have one value per class ({n})")
+        self.spec = model.spec
+        self.classes = list(self.spec.classes)
+        self.decoding = decoding or self.spec.decoding
+        if list(self.decoding.classes) != self.classes:
+            raise AtstSedError(f"decoding settings are for {list(self.decoding.classes)}, the model's classes are {self.classes}")
         self.batch_size = int(batch_size or (32 if self.device.type == "cuda" else 4))
         if self.batch_size < 1:
             raise AtstSedError("batch size must be at least 1")
-        self.hop_tokens = hop_to_tokens(hop_seconds)
+        self.windows = SlidingWindows.with_hop_seconds(self.spec.grid, self.spec.window_samples, hop_seconds)
+
+    @property
+    def thresholds(self) -> list[float]:
+        return list(self.decoding.thresholds)
+
+    @property
+    def median_sizes(self) -> list[int]:
+        return list(self.decoding.median_filter)
 
     @classmethod
     def from_checkpoint(
@@ -146,14 +120,9 @@ class Detector:
                 "this is an encoder-only checkpoint (no SED head); detect needs a fine-tuned SED checkpoint "
                 "(e.g. RUN_DIR/<stage>/checkpoints/best.ckpt from atst-sed train)",
             )
-        classes = loaded.classes
-        n = len(classes)
-        decoding = loaded.decoding or {}
-        th = _per_class_override(decoding.get("thresholds", [DEFAULT_THRESHOLD] * n), thresholds, classes, "thresholds")
-        mf = _per_class_override(decoding.get("median_filter", [DEFAULT_MEDIAN_FILTER] * n), median_filter, classes, "median filter")
-        if len(th) != n or len(mf) != n:
-            raise InputError(path, f"checkpoint decoding settings do not have one value per class ({n})")
-        return cls(loaded.model, classes, loaded.frontend, th, mf, device, batch_size, hop_seconds, precision)
+        model = loaded.model
+        decoding = Decoding.for_classes(model.classes, thresholds, median_filter, base=model.decoding)
+        return cls(model, decoding, device, batch_size, hop_seconds, precision)
 
     # -- scores ----------------------------------------------------------------------------------
 
@@ -168,51 +137,52 @@ class Detector:
         waves = waves.to(self.device, non_blocking=True)
         if lengths is not None:
             lengths = lengths.to(self.device)
-        features = self.frontend(waves, lengths)
-        frame_lengths = None if lengths is None else lengths // 160 + 1
+        inputs = self.model.features(waves, lengths)
         with self._autocast():
-            out = self.model(features, frame_lengths)
+            out = self.model(*inputs)
         return out.frame_probs.float().cpu().numpy()
 
     def check_length(self, n_samples: int, filename: str | None = None) -> None:
-        """Raise :class:`InputError` when a recording is too short to give one 40 ms frame."""
-        min_samples = self.frontend.config.n_fft // 2 + 1  # the centred STFT reflects n_fft / 2 samples
-        if n_samples < min_samples or samples_to_tokens(n_samples) < 1:
+        """Raise :class:`InputError` when a recording is too short for the model (one output frame)."""
+        rate, shortest = self.spec.sample_rate, self.spec.min_samples
+        if n_samples < shortest:
             raise InputError(
                 filename or None,
-                f"too short ({n_samples / SAMPLE_RATE * 1000:.1f} ms at 16 kHz; at least {min_samples / SAMPLE_RATE * 1000:.1f} ms needed)",
+                f"too short ({n_samples / rate * 1000:.1f} ms at {rate / 1000:g} kHz; at least {shortest / rate * 1000:.1f} ms needed)",
             )
 
     def scores_many(self, recordings: Sequence[tuple[np.ndarray | torch.Tensor, str]]) -> list[FileScores]:
-        """Scores of several 16 kHz mono waveforms ``(audio (N,), filename)``; their windows share
-        batches, so many short files fill whole batches. Each track is (T, C), T = samples_to_tokens(N)."""
+        """Scores of several mono waveforms at the model's rate ``(audio (N,), filename)``; their
+        windows share batches, so many short files fill whole batches. Each track is (T, C),
+        T = ``grid.n_frames(N)``."""
         wavs = [torch.as_tensor(np.asarray(a, dtype=np.float32)) for a, _ in recordings]
         for wav, (_, name) in zip(wavs, recordings):
             self.check_length(int(wav.shape[-1]), name)
-        jobs = [(f, w) for f, wav in enumerate(wavs) for w in plan_windows(int(wav.shape[-1]), self.hop_tokens)]
-        accs = [OverlapAdd(int(samples_to_tokens(wav.shape[-1])), len(self.classes)) for wav in wavs]
+        jobs = [(f, w) for f, wav in enumerate(wavs) for w in self.windows.plan(int(wav.shape[-1]))]
+        accs = [self.windows.accumulator(int(wav.shape[-1]), len(self.classes)) for wav in wavs]
         for group in iter_batches(jobs, self.batch_size):
             lens = torch.tensor([w.sample_stop - w.sample_start for _, w in group])
-            size = int(lens.max())  # WINDOW_SAMPLES, or the longest short recording in the batch
+            size = int(lens.max())  # one window, or the longest short recording in the batch
             batch = torch.zeros(len(group), size)
             for i, (f, w) in enumerate(group):
                 batch[i, : lens[i]] = wavs[f][w.sample_start : w.sample_stop]
             # Padded windows are masked: the frontend and the encoder see each one as if alone.
             probs = self._run_batch(batch, None if bool((lens == size).all()) else lens)
             for i, (f, w) in enumerate(group):
-                accs[f].add(w.start, probs[i, : w.n_tokens])
+                accs[f].add(w.start, probs[i, : w.n_frames])
+        frame_seconds, rate = self.spec.grid.frame_seconds, self.spec.sample_rate
         return [
-            FileScores(name, acc.result(), TOKEN_SECONDS, int(wav.shape[-1]) / SAMPLE_RATE)
+            FileScores(name, acc.result(), frame_seconds, int(wav.shape[-1]) / rate)
             for acc, wav, (_, name) in zip(accs, wavs, recordings)
         ]
 
     def scores_audio(self, audio: np.ndarray | torch.Tensor, filename: str = "") -> FileScores:
-        """Scores of one 16 kHz mono waveform (N,): a (T, C) track, T = samples_to_tokens(N)."""
+        """Scores of one mono waveform (N,) at the model's rate: a (T, C) track, T = ``grid.n_frames(N)``."""
         return self.scores_many([(audio, filename)])[0]
 
     def scores(self, path: str | PathLike[str]) -> FileScores:
         """Read ``path`` (any format, rate, channel count; decoded in blocks) and score it."""
-        audio = read_audio_16k(path)
+        audio = load_audio(path, self.spec.sample_rate).numpy()
         if not np.any(audio):
             log.warning("%s: the recording is digitally silent", path)
         return self.scores_audio(audio, str(path))
@@ -221,9 +191,7 @@ class Detector:
 
     def events(self, scores: FileScores, filename: str | None = None) -> pd.DataFrame:
         """Decode a file's scores with this detector's thresholds and median filters."""
-        return decode_events(
-            scores.probs, self.classes, self.thresholds, self.median_sizes, filename if filename is not None else scores.filename
-        )
+        return self.decoding.events(scores.probs, filename if filename is not None else scores.filename, self.spec.grid)
 
     def detect(self, paths: Iterable[str | PathLike[str]]) -> pd.DataFrame:
         """Events of every file ``[filename, onset, offset, event_label, score]`` sorted by filename,
@@ -231,7 +199,7 @@ class Detector:
         the CLI handles files one by one instead."""
         frames = [self.events(self.scores(p), Path(p).name) for p in paths]
         if not frames:
-            return pd.DataFrame(columns=SCORED_EVENT_COLUMNS)
+            return pd.DataFrame(columns=list(SCORED_EVENT_COLUMNS))
         df = pd.concat(frames, ignore_index=True)
         return df.sort_values(["filename", "onset", "event_label"], kind="stable").reset_index(drop=True)
 

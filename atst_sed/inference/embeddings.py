@@ -1,48 +1,60 @@
-"""Frame embeddings of whole recordings: consecutive 10 s chunks through an ATST encoder.
+"""Frame embeddings of whole recordings (``atst-sed embed``): consecutive 10 s chunks through an
+ATST encoder.
 
 Audio longer than the encoder's positional table is cut, as audiossl's embedding API does, into
-consecutive 1001-frame chunks of the whole file's features (no overlap); each chunk is encoded on its
-own and the chunks' tokens are concatenated. Unlike audiossl, the reported timestamps are exact
-(each chunk starts at its own first mel frame, so there is no 10 ms drift per chunk). For
-overlapping windows with edge-discounted scores use :class:`atst_sed.inference.detector.Detector`.
+consecutive chunks of the whole file's features (1001 mel frames: the 250-token table of 4-frame
+tokens, and the frame a 10 s window drops; no overlap); each chunk is encoded on its own and the
+chunks' tokens are concatenated. Unlike audiossl, the reported timestamps are exact (each chunk
+starts at its own first mel frame, so there is no 10 ms drift per chunk). For overlapping windows
+with edge-discounted scores use :class:`atst_sed.inference.detector.Detector`.
 """
 
 from __future__ import annotations
+
+from os import PathLike
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from atst_sed.errors import AtstSedError
-from atst_sed.features import FRAMES_PER_TOKEN, HOP_SAMPLES, SAMPLE_RATE, frames_to_tokens, token_to_seconds
+from atst_sed.audio import load_audio
+from atst_sed.errors import AtstSedError, InputError
+from atst_sed.frontend import FrontendConfig, LogMelFrontend
 from atst_sed.models.encoder import ATSTEncoder
-
-CHUNK_FRAMES = 1001  # 10 s of mel frames: the encoder's 250-token positional table (+1 dropped frame)
-MIN_SAMPLES = 640  # one token (4 mel frames = 480 samples) and more than the STFT's 512-sample reflect pad
+from atst_sed.timegrid import FrameGrid
 
 
-def chunk_bounds(n_frames: int, chunk_frames: int = CHUNK_FRAMES) -> list[tuple[int, int]]:
-    """[start, end) mel frames of consecutive chunks; chunks too short for one token are dropped."""
-    bounds = [(s, min(s + chunk_frames, n_frames)) for s in range(0, n_frames, chunk_frames)]
-    return [(s, e) for s, e in bounds if e - s >= FRAMES_PER_TOKEN]
+def chunk_frames(encoder: ATSTEncoder, grid: FrameGrid) -> int:
+    """Mel frames per chunk: those of the longest input the encoder's positional table takes (1001)."""
+    return int(grid.n_mel_frames(encoder.config.max_tokens * grid.hop_samples))
+
+
+def chunk_bounds(n_frames: int, chunk: int, frames_per_token: int) -> list[tuple[int, int]]:
+    """[start, end) mel frames of consecutive chunks of ``chunk`` frames; chunks too short for one
+    token are dropped."""
+    bounds = [(s, min(s + chunk, n_frames)) for s in range(0, n_frames, chunk)]
+    return [(s, e) for s, e in bounds if e - s >= frames_per_token]
 
 
 def embed_features(
     features: torch.Tensor,
     encoder: ATSTEncoder,
+    grid: FrameGrid,
     all_blocks: bool = False,
     batch_size: int = 16,
 ) -> dict[str, np.ndarray]:
-    """Encode normalised log-mel ``features`` (64, T) of one file, chunk by chunk.
+    """Encode normalised log-mel ``features`` (64, T) of one file, chunk by chunk; ``grid`` is the
+    encoder's behind its frontend (:meth:`ATSTEncoder.grid`).
 
     Returns numpy arrays ``embeddings`` ((N, D) or (L, N, D)), ``cls`` (ATST-Clip only), ``blocks``,
     ``timestamps`` (seconds), ``token_frames``, ``token_chunk`` and ``chunk_frames``. Runs on
     ``features.device``; on cuda under bf16 autocast (outputs returned as float32).
     """
     n_frames = features.shape[-1]
-    bounds = chunk_bounds(n_frames)
+    per_token = grid.frames_per_output
+    bounds = chunk_bounds(n_frames, chunk_frames(encoder, grid), per_token)
     if not bounds:
-        raise AtstSedError(f"audio is shorter than one 40 ms token ({n_frames} mel frames)")
+        raise AtstSedError(f"audio is shorter than one {grid.frame_seconds * 1000:g} ms token ({n_frames} mel frames)")
     depth = encoder.config.depth
     layers = list(range(depth)) if all_blocks else None
     device = features.device
@@ -56,20 +68,20 @@ def embed_features(
             batch = torch.stack([F.pad(features[:, s:e], (0, width - (e - s))) for s, e in group])
             outs = encoder(batch, frame_lengths=lengths, layers=layers)
             outs = outs if isinstance(outs, list) else [outs]
-            for i, n in enumerate(frames_to_tokens(lengths).tolist()):
+            for i, n in enumerate(grid.outputs_of_mel_frames(lengths).tolist()):
                 frames_out.append(torch.stack([o.frames[i, :n].float() for o in outs]).cpu())
                 if outs[0].cls is not None:
                     cls_out.append(torch.stack([o.cls[i].float() for o in outs]).cpu())
     embeddings = torch.cat(frames_out, dim=1).numpy()  # (L, N, D)
     token_frames = np.concatenate(
-        [s + FRAMES_PER_TOKEN * np.arange(frames_to_tokens(e - s), dtype=np.int64) for s, e in bounds]
+        [s + per_token * np.arange(grid.outputs_of_mel_frames(e - s), dtype=np.int64) for s, e in bounds]
     )
     token_chunk = np.concatenate(
-        [np.full(frames_to_tokens(e - s), i, dtype=np.int64) for i, (s, e) in enumerate(bounds)]
+        [np.full(grid.outputs_of_mel_frames(e - s), i, dtype=np.int64) for i, (s, e) in enumerate(bounds)]
     )
-    chunk_start_s = np.array([s * HOP_SAMPLES / SAMPLE_RATE for s, _ in bounds])
+    chunk_start_s = np.array([s * grid.mel_hop_samples / grid.sample_rate for s, _ in bounds])
     within = token_frames - np.array([s for s, _ in bounds], dtype=np.int64)[token_chunk]
-    timestamps = chunk_start_s[token_chunk] + token_to_seconds(within // FRAMES_PER_TOKEN)
+    timestamps = chunk_start_s[token_chunk] + grid.frame_to_seconds(within // per_token)
     out = {
         "embeddings": embeddings if all_blocks else embeddings[0],
         "blocks": np.arange(depth, dtype=np.int64) if all_blocks else np.array([depth - 1], dtype=np.int64),
@@ -82,3 +94,37 @@ def embed_features(
         cls = torch.stack(cls_out, dim=1).numpy()  # (L, C, D)
         out["cls"] = cls if all_blocks else cls[0]
     return out
+
+
+def embed_file(
+    path: str | PathLike[str],
+    encoder: ATSTEncoder,
+    frontend: FrontendConfig | None = None,
+    device: torch.device | str = "cpu",
+    all_blocks: bool = False,
+    batch_size: int = 16,
+) -> dict[str, np.ndarray]:
+    """The arrays ``atst-sed embed`` writes for the audio file ``path``: its normalised log-mel
+    ``features`` (64, T) (``frontend``: the encoder's checkpoint's, default ATST's), the arrays of
+    :func:`embed_features`, and the scalars ``sample_rate``, ``hop_seconds`` (mel hop),
+    ``token_seconds`` and ``duration`` (seconds). :class:`InputError` for audio shorter than one
+    token."""
+    logmel = LogMelFrontend(frontend).to(device)
+    grid = encoder.grid(logmel.config)
+    rate = grid.sample_rate
+    wave = load_audio(path, rate)
+    if wave.shape[0] < grid.hop_samples:  # one token, and more than the STFT's reflect padding
+        raise InputError(path, f"too short to embed: {wave.shape[0] / rate:.3f} s "
+                               f"(needs at least {grid.hop_samples / rate:.3f} s for one {grid.frame_seconds * 1000:g} ms token)")
+    encoder = encoder.to(device).eval()
+    with torch.inference_mode():
+        features = logmel(wave.to(device))  # (64, T), always float32
+    arrays = embed_features(features, encoder, grid, all_blocks=all_blocks, batch_size=batch_size)
+    return {
+        "features": features.cpu().numpy().astype(np.float32),
+        **arrays,
+        "sample_rate": np.int64(rate),
+        "hop_seconds": np.float64(grid.mel_hop_seconds),
+        "token_seconds": np.float64(grid.frame_seconds),
+        "duration": np.float64(wave.shape[0] / rate),
+    }

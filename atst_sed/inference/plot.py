@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from os import PathLike
 from pathlib import Path
 
@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from atst_sed.fileio import open_output
-from atst_sed.features import HOP_SAMPLES, SAMPLE_RATE, FrontendConfig, LogMelFrontend
+from atst_sed.frontend import FrontendConfig, LogMelFrontend
 
 __all__ = [
     "DEFAULT_MAX_CLASSES",
@@ -94,22 +94,26 @@ def hz_ticks(config: FrontendConfig | None = None) -> tuple[np.ndarray, list[str
     return positions, labels
 
 
-def log_mel_frames(audio: np.ndarray, start: int, stop: int, chunk_frames: int = 8192) -> np.ndarray:
-    """Normalised log-mel frames ``[start, stop)`` of ``audio`` (N,) at 16 kHz: (n_mels, stop - start).
+def log_mel_frames(
+    audio: np.ndarray, start: int, stop: int, chunk_frames: int = 8192, config: FrontendConfig | None = None
+) -> np.ndarray:
+    """Normalised log-mel frames ``[start, stop)`` of ``audio`` (N,) at the frontend's rate (``config``:
+    the model's, default ATST's): (n_mels, stop - start).
 
     Computed chunk by chunk with ``_MEL_CONTEXT_FRAMES`` of audio around each chunk, so memory stays
     bounded for hours of audio. The dB floor (``top_db``) is set per chunk, not per file.
     """
-    frontend = LogMelFrontend()
-    n_frames = len(audio) // HOP_SAMPLES + 1
+    frontend = LogMelFrontend(config)
+    hop = frontend.config.hop_length
+    n_frames = len(audio) // hop + 1
     start, stop = max(0, start), min(stop, n_frames)
     parts = []
     with torch.inference_mode():
         for a in range(start, stop, chunk_frames):
             b = min(stop, a + chunk_frames)
             first = max(0, a - _MEL_CONTEXT_FRAMES)
-            last = min(len(audio), (b + _MEL_CONTEXT_FRAMES) * HOP_SAMPLES + 1)
-            mel = frontend(torch.as_tensor(audio[first * HOP_SAMPLES : last], dtype=torch.float32)).numpy()
+            last = min(len(audio), (b + _MEL_CONTEXT_FRAMES) * hop + 1)
+            mel = frontend(torch.as_tensor(audio[first * hop : last], dtype=torch.float32)).numpy()
             parts.append(mel[:, a - first : b - first])
     return np.concatenate(parts, axis=1) if parts else np.zeros((frontend.config.n_mels, 0), np.float32)
 
@@ -133,9 +137,10 @@ def pool_columns(image: np.ndarray, factor: int, how: str = "mean") -> np.ndarra
 class PlotInput:
     """One recording's detection results, as the pictures show them.
 
-    ``audio`` (N,) at 16 kHz; ``probs`` (T, C) scores per frame of ``frame_seconds``; ``events``
-    with onset/offset in seconds, event_label and optionally score; ``thresholds`` one per class
-    (None: not shown); ``title`` heads the picture (default: the file name).
+    ``audio`` (N,) at the frontend's rate; ``probs`` (T, C) scores per frame of ``frame_seconds``
+    (the model's grid); ``events`` with onset/offset in seconds, event_label and optionally score;
+    ``thresholds`` one per class (None: not shown); ``title`` heads the picture (default: the file
+    name); ``frontend`` the log-mel shown (the model's ATST frontend; default ATST's).
     """
 
     audio: np.ndarray
@@ -145,10 +150,11 @@ class PlotInput:
     frame_seconds: float
     title: str = ""
     thresholds: Sequence[float] | None = None
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
 
     @property
     def duration(self) -> float:
-        return len(self.audio) / SAMPLE_RATE
+        return len(self.audio) / self.frontend.sample_rate
 
     def lanes(self, max_classes: int) -> tuple[list[int], pd.DataFrame]:
         """The class indices to draw (:func:`select_classes`) and the events of those classes."""
@@ -184,6 +190,7 @@ class _Drawing:
     duration: float
     minutes: bool  # times as m:ss
     mel_range: tuple[float, float]  # one colour scale for every row of the recording
+    frontend: FrontendConfig  # the log-mel shown (its mel bands give the Hz axis)
 
 
 def _clock(seconds: float, _pos=None) -> str:
@@ -251,11 +258,11 @@ class _MelImage:
     end: float  # seconds at the right edge of the last column
 
 
-def _row_mel(audio: np.ndarray, span: tuple[float, float], duration: float) -> _MelImage:
+def _row_mel(audio: np.ndarray, span: tuple[float, float], duration: float, config: FrontendConfig) -> _MelImage:
     """The log-mel of one row, at most 2 columns per pixel; frame ``f`` is centred at ``f * hop``."""
-    hop = HOP_SAMPLES / SAMPLE_RATE
+    hop = config.hop_length / config.sample_rate
     f0, f1 = math.floor(span[0] / hop), math.ceil(min(span[1], duration) / hop) + 1
-    mel = log_mel_frames(audio, f0, f1)
+    mel = log_mel_frames(audio, f0, f1, config=config)
     factor = max(1, math.ceil(mel.shape[1] / (2 * ROW_INCHES * DPI)))
     image = pool_columns(mel, factor)
     start = (f0 - 0.5) * hop
@@ -280,7 +287,7 @@ def _draw_row(fig, renderer, d: _Drawing, span: tuple[float, float], mel: _MelIm
 
     ax_mel.imshow(mel.image, origin="lower", aspect="auto", cmap="magma", interpolation="nearest",
                   vmin=d.mel_range[0], vmax=d.mel_range[1], extent=(mel.start, mel.end, 0, mel.image.shape[0]))
-    positions, labels = hz_ticks()
+    positions, labels = hz_ticks(d.frontend)
     ax_mel.set_yticks(positions, labels, fontsize=7)
     ax_mel.set_ylim(0, mel.image.shape[0])
     ax_mel.set_ylabel("Hz", fontsize=8)
@@ -340,13 +347,13 @@ def detection_figures(
     shown, kept = data.lanes(max_classes)
     names = [classes[i] for i in shown]
     pages = page_rows(duration, seconds_per_inch, rows_per_page)
-    mels = [[_row_mel(data.audio, span, duration) for span in rows] for rows in pages]
+    mels = [[_row_mel(data.audio, span, duration, data.frontend) for span in rows] for rows in pages]
     every = [m.image for rows in mels for m in rows]
     d = _Drawing(
         probs=np.asarray(data.probs)[:, shown], events=kept, names=names,
         thresholds=None if data.thresholds is None else [float(data.thresholds[i]) for i in shown],
         frame_seconds=data.frame_seconds, duration=duration, minutes=duration > ROW_INCHES * seconds_per_inch,
-        mel_range=(min(float(m.min()) for m in every), max(float(m.max()) for m in every)),
+        mel_range=(min(float(m.min()) for m in every), max(float(m.max()) for m in every)), frontend=data.frontend,
     )
     left = min(2.2, max(1.0, 0.3 + 0.058 * max((len(_short(c)) for c in names), default=4)))
     width = left + ROW_INCHES + _RIGHT_INCHES

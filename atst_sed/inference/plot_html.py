@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 
-from atst_sed.features import HOP_SAMPLES, SAMPLE_RATE
 from atst_sed.fileio import atomic_write_text
 from atst_sed.inference.plot import DEFAULT_MAX_CLASSES, PlotInput, hz_ticks, log_mel_frames, pool_columns
 
@@ -72,17 +71,18 @@ def detection_html(data: PlotInput, *, max_classes: int = DEFAULT_MAX_CLASSES) -
         return p
 
     # Spectrogram: every frame, or the mean of groups of frames, as uint8 (256 colour steps over its range).
-    hop = HOP_SAMPLES / SAMPLE_RATE
-    n_frames = len(audio) // HOP_SAMPLES + 1
+    frontend = data.frontend
+    hop = frontend.hop_length / frontend.sample_rate
+    n_frames = len(audio) // frontend.hop_length + 1
     factor = math.ceil(n_frames / MAX_MEL_COLUMNS)
-    mel = pool_columns(log_mel_frames(audio, 0, n_frames), factor)
+    mel = pool_columns(log_mel_frames(audio, 0, n_frames, config=frontend), factor)
     low, high = float(mel.min()), float(mel.max())
     image = np.round((mel - low) / max(high - low, 1e-6) * 255.0).astype(np.uint8)
     mel_source = ColumnDataSource({"image": [image]}, name="mel")
     p_mel = panel(230, y_range=Range1d(0, image.shape[0]))
     p_mel.image(image="image", source=mel_source, x=-0.5 * hop, y=0, dw=image.shape[1] * factor * hop, dh=image.shape[0],
                 color_mapper=LinearColorMapper(Magma256, low=0, high=255))
-    positions, labels = hz_ticks()
+    positions, labels = hz_ticks(frontend)
     p_mel.yaxis.ticker = FixedTicker(ticks=[float(t) for t in positions])
     p_mel.yaxis.major_label_overrides = {float(t): label for t, label in zip(positions, labels)}
     p_mel.yaxis.axis_label = "Hz"

@@ -1,11 +1,18 @@
 """Checkpoint I/O: our self-describing files and every published ATST layout.
 
-Everything is read with ``torch.load(weights_only=True)``; a file that needs arbitrary pickled
-objects is refused. Our files are plain dicts::
+Everything is read with ``torch.load(weights_only=True)`` (:func:`read_checkpoint_file`); a file
+that needs arbitrary pickled objects is refused. Our files are plain dicts::
 
     {"format": "atst-sed", "format_version": 1, "kind": "encoder" | "sed",
      "encoder": EncoderConfig dict, "frontend": FrontendConfig dict,
      "classes": [...], "decoding": {...}, "meta": {...}, "state_dict": {...}}
+
+and a SED file carries its model's contract (:class:`~atst_sed.models.spec.ModelSpec`: the frame
+grid follows from the frontend's hop and the encoder's tokens, the window from its positional table).
+Published layouts are converted behind public functions: :func:`published_state_dict` (the tensors
+of a Lightning, DINO or flat file), :func:`convert_official_state_dict` (an encoder under a prefix
+onto :class:`ATSTEncoder`), :func:`load_weights` (exact loading, one-line errors);
+:func:`load_checkpoint` does all of it for both kinds of file.
 """
 
 from __future__ import annotations
@@ -22,12 +29,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from atst_sed import __version__
+from atst_sed.version import __version__
+from atst_sed.decoding import Decoding, DecodingError
 from atst_sed.errors import InputError
 from atst_sed.fileio import open_output
-from atst_sed.features import FrontendConfig
+from atst_sed.frontend import FrontendConfig
 from atst_sed.models.encoder import HEAD_DIM, ATSTEncoder, EncoderConfig
 from atst_sed.models.sed import SEDModel
+from atst_sed.models.spec import ModelSpec
 
 FORMAT = "atst-sed"
 FORMAT_VERSION = 1
@@ -77,6 +86,11 @@ def _not_a_checkpoint(path: Path) -> str | None:
     return "not a PyTorch checkpoint (a text file)"
 
 
+def is_atst_sed_checkpoint(raw: Any) -> bool:
+    """True for what :func:`read_checkpoint_file` gives for one of our own (self-describing) files."""
+    return isinstance(raw, dict) and raw.get("format") == FORMAT
+
+
 def read_checkpoint_file(path: str | PathLike[str], mmap: bool = False) -> Any:
     """The object in a ``torch.save`` file, read with ``weights_only=True`` (no pickled code runs).
     ``mmap``: tensors stay on disk until used (a cheap check of a large file). A missing, truncated or
@@ -111,8 +125,11 @@ def read_checkpoint_file(path: str | PathLike[str], mmap: bool = False) -> Any:
         raise InputError(path, f"not a readable PyTorch checkpoint ({detail})") from None
 
 
-def _flat_state_dict(raw: Any, path: Path) -> dict[str, Tensor]:
-    """All tensors of a checkpoint, keyed as a flat state dict (DINO ``module.``/``backbone.`` stripped)."""
+def published_state_dict(raw: Any, path: str | PathLike[str]) -> dict[str, Tensor]:
+    """All tensors of a published checkpoint (what :func:`read_checkpoint_file` gave), keyed as one
+    flat state dict: a Lightning ``state_dict`` (with ATST-SED's ``sed_teacher`` / ``sed_student``
+    beside it), a DINO ``teacher`` (``module.``/``backbone.`` stripped), a ``model`` entry, or a flat
+    tensor dict. :class:`InputError` naming ``path`` when none is there."""
     if not isinstance(raw, dict):
         raise InputError(path, "checkpoint is not a dictionary")
     if isinstance(raw.get("state_dict"), dict):
@@ -243,8 +260,16 @@ class LoadedCheckpoint:
     decoding: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def spec(self) -> ModelSpec | None:
+        """The SED model's contract (grid, window, classes, decoding, frontend); None without a model."""
+        return None if self.model is None else self.model.spec
 
-def _strict_load(module: torch.nn.Module, sd: dict[str, Tensor], path: Path) -> None:
+
+def load_weights(module: torch.nn.Module, sd: dict[str, Tensor], path: str | PathLike[str]) -> None:
+    """Load ``sd`` into ``module`` exactly: missing, unknown or misshapen tensors are one
+    :class:`InputError` naming ``path``. The module's tensors are replaced by the file's (so a
+    module built on the meta device costs no initialisation)."""
     own = module.state_dict()
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
@@ -272,13 +297,13 @@ def load_checkpoint(
     if variant is not None and variant not in VARIANTS:
         raise InputError(path, f"variant must be frame or clip, not {variant!r}")
     raw = read_checkpoint_file(path)
-    if isinstance(raw, dict) and raw.get("format") == FORMAT:
+    if is_atst_sed_checkpoint(raw):
         loaded = _load_own(raw, path)
         if variant is not None and loaded.encoder.config.variant != variant:
             raise InputError(path, f"the checkpoint holds an ATST-{loaded.encoder.config.variant.capitalize()} "
                              f"encoder (it says so itself); the variant asked for is {variant}")
         return loaded
-    sd = _flat_state_dict(raw, path)
+    sd = published_state_dict(raw, path)
     prefixes = [encoder_prefix] if encoder_prefix is not None else _encoder_prefixes(sd)
     if not prefixes or not any(k.startswith(prefixes[0] + "blocks.") for k in sd):
         raise InputError(path, "no ATST encoder weights found (looked for '<prefix>blocks.0.attn.qkv.weight' with a pos_embed)")
@@ -290,7 +315,7 @@ def load_checkpoint(
         raise InputError(path, str(err)) from None
     with torch.device("meta"):  # no time spent on a random init that is overwritten anyway
         encoder = ATSTEncoder(config)
-    _strict_load(encoder, enc_sd, path)
+    load_weights(encoder, enc_sd, path)
     encoder.eval()
     log.info("%s: published ATST-%s encoder (%d blocks, width %d) under '%s' (%s)", path,
              config.variant.capitalize(), config.depth, config.width, prefix or "<root>", why)
@@ -313,16 +338,20 @@ def _load_own(raw: dict, path: Path) -> LoadedCheckpoint:
         classes = list(raw.get("classes") or [])
         if not classes:
             raise InputError(path, "SED checkpoint lists no classes")
+        try:
+            decoding = Decoding.from_dict(classes, raw.get("decoding"))
+        except DecodingError as err:
+            raise InputError(path, f"checkpoint decoding settings do not have one value per class ({err})") from None
         with torch.device("meta"):
             encoder = ATSTEncoder(config)
-        model = SEDModel(encoder, len(classes))
-        _strict_load(model, sd, path)
+        model = SEDModel(encoder, classes, frontend, decoding)
+        load_weights(model, sd, path)
         model.eval()
         return LoadedCheckpoint(path, kind, FORMAT, model.encoder, frontend, model, classes, dict(raw.get("decoding", {})), meta)
     if kind == "encoder":
         with torch.device("meta"):
             encoder = ATSTEncoder(config)
-        _strict_load(encoder, sd, path)
+        load_weights(encoder, sd, path)
         encoder.eval()
         return LoadedCheckpoint(path, kind, FORMAT, encoder, frontend, meta=meta)
     raise InputError(path, f"unknown checkpoint kind {kind!r}")
@@ -335,11 +364,16 @@ def checkpoint_dict(
     frontend: FrontendConfig | None = None,
     meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A self-describing checkpoint for ``module`` (an encoder, or a SED model with its classes)."""
+    """A self-describing checkpoint for ``module``: an encoder, or a SED model, whose classes,
+    decoding and frontend are those it carries unless given."""
     is_sed = isinstance(module, SEDModel)
     encoder = module.encoder if is_sed else module
-    if is_sed and (not classes or len(classes) != module.n_classes):
-        raise ValueError("a SED checkpoint needs its class names in output order")
+    if is_sed:
+        classes = list(module.classes) if classes is None else list(classes)
+        if len(classes) != module.n_classes:
+            raise ValueError("a SED checkpoint needs its class names in output order")
+        decoding = module.decoding.to_dict() if decoding is None else decoding
+        frontend = frontend or module.frontend.config
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -14,9 +14,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from atst_sed.errors import AtstSedError
-from atst_sed.features import FRAMES_PER_TOKEN
+from atst_sed.frontend import FrontendConfig
+from atst_sed.timegrid import ATST_GRID, FrameGrid
 
 HEAD_DIM = 64
+#: The model names of the two variants.
+FAMILY = {"frame": "ATST-Frame", "clip": "ATST-Clip"}
 
 
 @dataclass(frozen=True)
@@ -28,7 +31,7 @@ class EncoderConfig:
     depth: int = 12
     heads: int = 12
     n_mels: int = 64
-    patch_frames: int = FRAMES_PER_TOKEN
+    patch_frames: int = ATST_GRID.frames_per_output
     max_tokens: int = 250
     mlp_ratio: float = 4.0
     drop_path: float = 0.1
@@ -120,7 +123,7 @@ class Block(nn.Module):
 
 
 class ATSTEncoder(nn.Module):
-    """ATST transformer over 64-mel × 4-frame tokens (40 ms each).
+    """ATST transformer over 64-mel × 4-frame tokens (40 ms each behind the ATST frontend).
 
     Input: normalised log-mel ``features`` (B, 64, T) and optional ``frame_lengths`` (B,) in mel
     frames; keys past each clip's ``frame_lengths // 4`` tokens are masked out of attention, so a
@@ -159,6 +162,15 @@ class ATSTEncoder(nn.Module):
     @property
     def width(self) -> int:
         return self.config.width
+
+    @property
+    def family(self) -> str:
+        """``ATST-Frame`` or ``ATST-Clip``."""
+        return FAMILY[self.config.variant]
+
+    def grid(self, frontend: FrontendConfig) -> FrameGrid:
+        """The output frames of this encoder behind ``frontend``: ``patch_frames`` mel frames each."""
+        return FrameGrid(frontend.hop_length, self.config.patch_frames, frontend.sample_rate)
 
     def tokenize(self, features: Tensor) -> Tensor:
         """(B, 64, T) → (B, T // 4, 256) with element ``m * 4 + k`` = mel bin m of frame 4t + k."""
@@ -201,11 +213,11 @@ class ATSTEncoder(nn.Module):
         if n > c.max_tokens:
             raise AtstSedError(
                 f"input of {n} tokens ({features.shape[-1]} frames) is longer than the encoder's "
-                f"{c.max_tokens}-token positional table ({c.max_tokens * c.patch_frames / 100:.2f} s); "
+                f"{c.max_tokens}-token positional table ({c.max_tokens * c.patch_frames} mel frames); "
                 "split long audio into windows (atst-sed detect does this)"
             )
         if n == 0:
-            raise AtstSedError("input is shorter than one 40 ms token")
+            raise AtstSedError(f"input of {features.shape[-1]} mel frames is shorter than one token ({c.patch_frames} frames)")
         if frame_lengths is None:
             n_valid = torch.full((b,), n, device=x.device, dtype=torch.long)
         else:

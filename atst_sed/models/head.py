@@ -9,9 +9,12 @@ from torch import Tensor, nn
 
 
 class SEDOutput(NamedTuple):
+    """What a SED model gives: frame scores on its grid, clip scores, and which frames are valid."""
+
     frame_logits: Tensor  # (B, N, C) pre-sigmoid frame scores
     frame_probs: Tensor  # (B, N, C) sigmoid(frame_logits)
-    clip_probs: Tensor  # (B, C) attention-pooled clip probabilities
+    clip_probs: Tensor | None  # (B, C) clip probabilities (None for a model without a clip head)
+    valid: Tensor | None = None  # (B, N) bool: frames inside each clip (None: all)
 
 
 class AttentionPoolingHead(nn.Module):
@@ -37,4 +40,4 @@ class AttentionPoolingHead(nn.Module):
         if valid is not None:
             attention = attention * valid[..., None].to(attention.dtype)
         clip = (probs * attention).sum(dim=1) / attention.sum(dim=1)
-        return SEDOutput(logits, probs, clip)
+        return SEDOutput(logits, probs, clip, valid)

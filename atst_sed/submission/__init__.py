@@ -5,7 +5,7 @@ See :mod:`atst_sed.submission.layout` for the package structure and
 """
 
 from atst_sed.submission.layout import FORMATS, LABEL_PATTERN, MAX_SYSTEMS, N_RUNS, TASK_DIR
-from atst_sed.submission.meta import RunInfo, read_run, system_meta
+from atst_sed.submission.meta import read_run, system_meta
 from atst_sed.submission.validate import ValidationReport, validate_meta, validate_package
 from atst_sed.submission.writer import SubmissionError, SystemSpec, build_package, read_systems_file
 
@@ -15,7 +15,6 @@ __all__ = [
     "MAX_SYSTEMS",
     "N_RUNS",
     "TASK_DIR",
-    "RunInfo",
     "SubmissionError",
     "SystemSpec",
     "ValidationReport",

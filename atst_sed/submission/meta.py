@@ -1,6 +1,6 @@
 """System meta information: what a run folder knows about itself, merged with the human parts.
 
-Run folder (training issue's contract)::
+What a run folder (:class:`~atst_sed.runfolder.RunFolder`) gives a submission::
 
     RUN_DIR/manifest.json                 versions, frontend, model parameter counts, training data
     RUN_DIR/test/student/metrics.json     development-set PSDS1/PSDS2 (else RUN_DIR/<stage>/metrics.json)
@@ -30,102 +30,37 @@ always the ``--system`` label.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from atst_sed.config import deep_merge
-from atst_sed.errors import InputError
+from atst_sed.runfolder import RunFolder
 from atst_sed.submission.layout import RESULT_KEYS
 
-__all__ = ["RunInfo", "read_run", "dev_metrics", "auto_meta", "system_meta", "detect_command"]
+__all__ = ["read_run", "auto_meta", "system_meta", "detect_command"]
 
 log = logging.getLogger(__name__)
 
 ACOUSTIC_FEATURES = "log-mel energies"
 
 
-@dataclass
-class RunInfo:
-    """A training run folder and what it says about itself."""
-
-    path: Path
-    manifest: dict[str, Any]
-    metrics: dict[str, float]
-    metrics_path: Path | None
-
-    @property
-    def eval_dir(self) -> Path:
-        return self.path / "eval"
-
-    def events_file(self) -> Path | None:
-        """The evaluation-set detections: ``eval/events.tsv`` (DCASE) or ``eval/events.csv`` (detect)."""
-        for name in ("events.tsv", "events.csv"):
-            if (self.eval_dir / name).is_file():
-                return self.eval_dir / name
-        return None
-
-    def scores_dir(self, unprocessed: bool = False) -> Path | None:
-        """``eval/scores``, or for ``unprocessed`` ``eval/scores_raw`` (or ``eval/scores_unprocessed``)."""
-        names = ("scores_raw", "scores_unprocessed") if unprocessed else ("scores",)
-        for name in names:
-            folder = self.eval_dir / name
-            if folder.is_dir() and any(folder.glob("*.tsv")):
-                return folder
-        return None
+def read_run(path: str | Path) -> RunFolder:
+    """A run folder with its manifest read (:meth:`RunFolder.open`); :class:`InputError` if it or
+    its development-set metrics are unusable."""
+    run = RunFolder.open(path)
+    run.development_metrics()  # an unreadable metrics.json is refused now, with the manifest
+    return run
 
 
-def read_run(path: str | Path) -> RunInfo:
-    """Read ``RUN_DIR/manifest.json`` and the development-set metrics; InputError if unusable."""
-    path = Path(path)
-    if not path.is_dir():
-        raise InputError(path, "run folder not found")
-    manifest_path = path / "manifest.json"
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except FileNotFoundError:
-        raise InputError(manifest_path, "missing (is this a run folder written by atst-sed train?)") from None
-    except json.JSONDecodeError as err:
-        raise InputError(manifest_path, f"invalid JSON ({err.msg})", line=err.lineno) from None
-    if not isinstance(manifest, dict):
-        raise InputError(manifest_path, "expected a JSON object")
-    metrics, metrics_path = dev_metrics(path, manifest)
-    return RunInfo(path, manifest, metrics, metrics_path)
-
-
-def dev_metrics(run_dir: Path, manifest: dict[str, Any]) -> tuple[dict[str, float], Path | None]:
-    """Development-set metrics (the numeric top-level entries, with ``psds1``/``psds2``) from
-    ``test/student/metrics.json``, else the latest stage's ``metrics.json``."""
-    stages = [s for s in manifest.get("stages", []) if isinstance(s, str)]
-    candidates = [run_dir / "test" / "student" / "metrics.json"]
-    candidates += [run_dir / stage / "metrics.json" for stage in reversed(stages)]
-    for candidate in candidates:
-        if not candidate.is_file():
-            continue
-        try:
-            data = json.loads(candidate.read_text())
-        except json.JSONDecodeError as err:
-            raise InputError(candidate, f"invalid JSON ({err.msg})", line=err.lineno) from None
-        if not isinstance(data, dict):
-            continue
-        found = {k: float(v) for k, v in data.items()
-                 if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        if "psds1" in found or "psds2" in found:
-            return found, candidate
-    return {}, None
-
-
-def detect_command(run: RunInfo) -> str:
+def detect_command(run: RunFolder) -> str:
     """The ``atst-sed detect`` command that produces the evaluation outputs of ``run``."""
-    stages = [s for s in run.manifest.get("stages", []) if isinstance(s, str)]
-    with_ckpt = [s for s in stages if (run.path / s / "checkpoints" / "best.ckpt").is_file()]
-    trained = [s for s in stages if s != "test"]
+    with_ckpt = [s for s in run.stages if run.stage(s).checkpoint("best").is_file()]
+    trained = [s for s in run.stages if s != "test"]
     stage = with_ckpt[-1] if with_ckpt else (trained[-1] if trained else "<stage>")
     out = run.eval_dir
-    return (f"atst-sed detect EVAL_AUDIO --checkpoint {run.path / stage / 'checkpoints' / 'best.ckpt'} "
+    return (f"atst-sed detect EVAL_AUDIO --checkpoint {run.stage(stage).checkpoint('best')} "
             f"--scores-dir {out / 'scores'} -o {out / 'events.csv'}")
 
 
@@ -137,7 +72,7 @@ def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
-def _same(runs: Sequence[RunInfo], getter, what: str, problems: list[str]) -> Any:
+def _same(runs: Sequence[RunFolder], getter, what: str, problems: list[str]) -> Any:
     values = [getter(r) for r in runs]
     known = [v for v in values if v is not None]
     if len(set(map(repr, known))) > 1:
@@ -146,7 +81,7 @@ def _same(runs: Sequence[RunInfo], getter, what: str, problems: list[str]) -> An
     return known[0] if known else None
 
 
-def auto_meta(label: str, runs: Sequence[RunInfo], fmt: str, problems: list[str]) -> dict[str, Any]:
+def auto_meta(label: str, runs: Sequence[RunFolder], fmt: str, problems: list[str]) -> dict[str, Any]:
     """The meta fields a system's runs can fill (PSDS: the mean over the runs)."""
     meta: dict[str, Any] = {"submission": {"label": label}, "system": {}, "results": {}}
     sample_rate = _same(runs, lambda r: (r.manifest.get("frontend") or {}).get("sample_rate"),
@@ -171,8 +106,9 @@ def auto_meta(label: str, runs: Sequence[RunInfo], fmt: str, problems: list[str]
     software = {k: str(v) for k, v in software.items() if v is not None}
     if software:
         _set(meta, "system.software", software)
+    metrics = [r.development_metrics()[0] for r in runs]
     for dotted, keys in RESULT_KEYS[fmt].items():
-        values = [next((r.metrics[k] for k in keys if k in r.metrics), None) for r in runs]
+        values = [next((m[k] for k in keys if k in m), None) for m in metrics]
         if None not in values:
             _set(meta, dotted, round(sum(values) / len(values), 6))
         else:
@@ -182,7 +118,7 @@ def auto_meta(label: str, runs: Sequence[RunInfo], fmt: str, problems: list[str]
     return meta
 
 
-def system_meta(label: str, runs: Sequence[RunInfo], user: dict[str, Any], fmt: str,
+def system_meta(label: str, runs: Sequence[RunFolder], user: dict[str, Any], fmt: str,
                 problems: list[str]) -> dict[str, Any]:
     """Full meta for one system: run facts < META.yaml shared sections < ``systems.<label>``."""
     shared = {k: v for k, v in user.items() if k != "systems"}

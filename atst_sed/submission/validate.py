@@ -27,8 +27,8 @@ import pandas as pd
 import yaml
 
 from atst_sed.errors import InputError
-from atst_sed.evaluation.scores import parse_score_table
-from atst_sed.events import repeated_columns
+from atst_sed.events import EVENT_COLUMNS, repeated_columns
+from atst_sed.score_files import parse_score_table
 from atst_sed.submission.layout import (
     DESED_CLASSES,
     FORMATS,
@@ -48,7 +48,6 @@ __all__ = ["ValidationReport", "validate_package", "validate_meta"]
 log = logging.getLogger(__name__)
 
 _COMMON_FEATURES = ("mfcc", "log-mel energies", "log-mel amplitude", "spectrogram", "cqt", "raw waveform")
-_EVENT_COLUMNS = ("filename", "onset", "offset", "event_label")
 
 
 @dataclass
@@ -328,11 +327,11 @@ def _check_events_tsv(tree: _Tree, name: str, classes: Sequence[str], expected_c
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         report.problem(name, f"not a readable tab-separated event table ({str(err).splitlines()[0]})")
         return
-    missing = [c for c in _EVENT_COLUMNS if c not in table.columns]
+    missing = [c for c in EVENT_COLUMNS if c not in table.columns]
     if missing:
         found = " ".join(map(str, table.columns))
         report.problem(name, f"line 1: missing column(s) {', '.join(missing)} "
-                             f"(expected header: {' '.join(_EVENT_COLUMNS)}; found {found})")
+                             f"(expected header: {' '.join(EVENT_COLUMNS)}; found {found})")
         return
     table = table.apply(lambda col: col.fillna("").str.strip())
     lines = np.arange(len(table)) + 2  # file line numbers (header = 1), blank lines included

@@ -28,6 +28,8 @@ from atst_sed.config import read_yaml
 from atst_sed.errors import AtstSedError, InputError
 from atst_sed.events import read_strong_tsv, write_events_tsv
 from atst_sed.fileio import atomic_write_text, copy_file, open_output, resolve_output
+from atst_sed.inference.batch import detect_inputs
+from atst_sed.runfolder import RunFolder
 from atst_sed.submission.layout import (
     DESED_CLASSES,
     FORMATS,
@@ -41,7 +43,7 @@ from atst_sed.submission.layout import (
     report_name,
     run_dir_name,
 )
-from atst_sed.submission.meta import RunInfo, detect_command, read_run, system_meta
+from atst_sed.submission.meta import detect_command, read_run, system_meta
 from atst_sed.submission.validate import ValidationReport, validate_package
 
 __all__ = ["SubmissionError", "SystemSpec", "build_package", "read_systems_file"]
@@ -106,7 +108,7 @@ def read_systems_file(path: str | PathLike[str]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------ staging
-def _load_events(run: RunInfo, source: Path, classes: Sequence[str]) -> pd.DataFrame:
+def _load_events(run: RunFolder, source: Path, classes: Sequence[str]) -> pd.DataFrame:
     """Detections as ``filename onset offset event_label`` (detect's CSV is converted)."""
     if source.suffix == ".csv":
         try:
@@ -129,28 +131,27 @@ def _load_events(run: RunInfo, source: Path, classes: Sequence[str]) -> pd.DataF
     return events.sort_values(["filename", "onset", "event_label"], na_position="first", kind="stable")
 
 
-def _run_detection(run: RunInfo, eval_audio: Path, fmt: str, problems: list[str]) -> None:
-    """Fill ``RUN_DIR/eval`` with ``atst-sed detect`` on ``eval_audio`` when its outputs are missing."""
+def _run_detection(run: RunFolder, eval_audio: Path, fmt: str, problems: list[str]) -> None:
+    """Fill ``RUN_DIR/eval`` by detection on ``eval_audio`` with the run's last best checkpoint
+    (what ``atst-sed detect`` does) when its outputs are missing; the inputs detection could not
+    use become problems."""
     have = run.events_file() is not None if fmt == "dcase2022" else run.scores_dir() is not None
     if have:
         return
-    stages = [s for s in run.manifest.get("stages", []) if isinstance(s, str)]
-    checkpoints = [run.path / s / "checkpoints" / "best.ckpt" for s in stages]
-    checkpoints = [c for c in checkpoints if c.is_file() and c.stat().st_size > 0]
+    checkpoints = run.best_checkpoints()
     if not checkpoints:
         problems.append(f"{run.path}: no <stage>/checkpoints/best.ckpt to run detection with")
         return
-    from atst_sed.inference.files import run_detect
-
     log.info("detecting events in %s with %s", eval_audio, checkpoints[-1])
     try:
-        failed = run_detect([str(eval_audio)], str(checkpoints[-1]), output=str(run.eval_dir / "events.csv"),
-                            scores_dir=str(run.eval_dir / "scores"))
+        report = detect_inputs([str(eval_audio)], str(checkpoints[-1]), output=str(run.eval_dir / "events.csv"),
+                               scores_dir=str(run.eval_dir / "scores"))
     except AtstSedError as err:
         problems.append(f"{run.path}: detection failed: {err}")
         return
-    if failed:
-        problems.append(f"{eval_audio}: detection failed for some files (listed above); {run.eval_dir} is incomplete")
+    problems.extend(f"{run.path}: detection: {line}" for line in report.problems)
+    if report.failed:
+        problems.append(f"{eval_audio}: detection failed for {len(report.problems)} input(s); {run.eval_dir} is incomplete")
 
 
 def _copy_scores(source: Path, target: Path) -> None:
@@ -159,7 +160,7 @@ def _copy_scores(source: Path, target: Path) -> None:
         copy_file(file, target / file.name)
 
 
-def _stage_system(spec: SystemSpec, runs: list[RunInfo], user_meta: dict[str, Any], fmt: str,
+def _stage_system(spec: SystemSpec, runs: list[RunFolder], user_meta: dict[str, Any], fmt: str,
                   classes: Sequence[str], folder: Path, problems: list[str]) -> None:
     folder.mkdir(parents=True)
     meta = system_meta(spec.label, runs, user_meta, fmt, problems)
@@ -254,7 +255,7 @@ def build_package(
         problems.append(str(err))
     for label in sorted(set((user_meta.get("systems") or {})) - set(labels)):
         problems.append(f"{meta}: systems.{label} matches no --system label ({', '.join(labels)})")
-    runs: dict[str, list[RunInfo]] = {}
+    runs: dict[str, list[RunFolder]] = {}
     for spec in systems:
         infos = []
         for path in spec.runs:

@@ -48,6 +48,10 @@ class DistillTask(SEDTask):
         super().__init__(model, task, optim, evaluator)
         if teacher.n_classes != model.n_classes:
             raise ValueError(f"teacher has {teacher.n_classes} classes, student {model.n_classes}")
+        if teacher.frontend.config != model.frontend.config or teacher.grid != model.grid:
+            # the teacher reads the student's (possibly mixed) features and is compared frame by frame
+            raise ValueError(f"the teacher's frontend and grid ({teacher.frontend.config}, {teacher.grid}) differ from "
+                             f"the student's ({model.frontend.config}, {model.grid})")
         self.teacher = teacher
         for p in self.teacher.parameters():
             p.requires_grad_(False)

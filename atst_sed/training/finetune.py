@@ -1,6 +1,8 @@
 """SED fine-tuning task (Lightning): weak + strong BCE, optional mixup and mean teacher.
 
-The task wraps a plain :class:`~atst_sed.models.sed.SEDModel`; it does no file I/O. Validation
+The task wraps a plain :class:`~atst_sed.models.sed.SEDModel`; it does no file I/O. Batches hold
+waveforms; the model computes its own features on the task's device (:meth:`SEDTask.with_features`),
+and augmentations that act on features (mixup) come between that and the forward pass. Validation
 metrics come from an injected ``evaluator`` (frame scores per clip → metrics dict), so the task
 stays free of ground-truth files and metric libraries.
 """
@@ -23,7 +25,7 @@ from atst_sed.data.datasets import set_sampler_epoch
 from atst_sed.models.head import SEDOutput
 from atst_sed.models.sed import SEDModel
 from atst_sed.training.ema import ema_update
-from atst_sed.training.losses import consistency_loss, mixup_batch, supervised_loss, token_validity
+from atst_sed.training.losses import consistency_loss, mixup_batch, supervised_loss
 from atst_sed.training.schedules import cosine_schedule
 
 log = logging.getLogger(__name__)
@@ -149,8 +151,9 @@ def weak_macro_f1(clip_probs: Tensor, weak_targets: Tensor, threshold: float = 0
 class SEDTask(pl.LightningModule):
     """Fine-tune a :class:`SEDModel` on strong + weak (+ unlabeled) batches.
 
-    Batches follow the data contract: ``features`` (B, 64, T), ``frame_lengths`` (B,), ``strong``
-    (B, 250, C), ``weak`` (B, C), ``has_strong``/``has_weak`` (B,) bool, ``filenames``.
+    Batches follow the data contract (:class:`~atst_sed.data.datasets.WaveformCollate`):
+    ``waveforms`` (B, S), ``lengths`` (B,) valid samples, ``strong`` (B, N, C) targets on the
+    model's grid, ``weak`` (B, C), ``has_strong``/``has_weak`` (B,) bool, ``filenames``.
     ``evaluator`` turns ``{filename: probs (N_valid, C)}`` of the whole validation set into metrics
     (e.g. PSDS1/PSDS2), logged as ``val/<name>``; without it only ``val/loss`` is logged.
     """
@@ -243,9 +246,11 @@ class SEDTask(pl.LightningModule):
     def forward(self, features: Tensor, frame_lengths: Tensor | None = None) -> SEDOutput:
         return self.model(features, frame_lengths)
 
-    def _valid(self, batch: Mapping[str, Any], out: SEDOutput) -> Tensor:
-        b, n, _ = out.frame_probs.shape
-        return token_validity(batch.get("frame_lengths"), n, b, out.frame_probs.device)
+    def with_features(self, batch: dict) -> dict:
+        """The batch with the model's input added: ``features`` and ``frame_lengths`` computed by
+        the model's frontend from ``waveforms`` / ``lengths`` (on the batch's device, no autograd)."""
+        features, frame_lengths = self.model.features(batch["waveforms"], batch["lengths"])
+        return {**batch, "features": features, "frame_lengths": frame_lengths}
 
     def _maybe_mixup(self, batch: dict) -> dict:
         m = self.task_config.mixup
@@ -263,7 +268,7 @@ class SEDTask(pl.LightningModule):
     def compute_loss(self, batch: dict) -> tuple[Tensor, dict[str, Tensor]]:
         """Training loss of one (already augmented) batch and the values to log."""
         out = self.model(batch["features"], batch.get("frame_lengths"))
-        valid = self._valid(batch, out)
+        valid = out.valid
         t = self.task_config
         sup = supervised_loss(
             out, batch["strong"], batch["weak"], batch["has_strong"], batch["has_weak"], valid,
@@ -283,8 +288,8 @@ class SEDTask(pl.LightningModule):
         return loss, logs
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        loss, logs = self.compute_loss(self._maybe_mixup(batch))
-        bs = batch["features"].shape[0]
+        loss, logs = self.compute_loss(self._maybe_mixup(self.with_features(batch)))
+        bs = batch["waveforms"].shape[0]
         self.log_dict(logs, batch_size=bs, on_step=True, on_epoch=True)
         schedule = self.lr_schedule()
         self.log("lr", float(schedule[min(self.global_step, len(schedule) - 1)]), batch_size=bs, on_step=True, on_epoch=False)
@@ -309,8 +314,9 @@ class SEDTask(pl.LightningModule):
         self._val_weak = []
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        out = self.model(batch["features"], batch.get("frame_lengths"))
-        valid = self._valid(batch, out)
+        batch = self.with_features(batch)
+        out = self.model(batch["features"], batch["frame_lengths"])
+        valid = out.valid
         has_strong = batch.get("has_strong", torch.ones(out.frame_probs.shape[0], dtype=torch.bool, device=self.device))
         has_weak = batch.get("has_weak", has_strong)
         sup = supervised_loss(out, batch["strong"], batch["weak"], has_strong, has_weak, valid, weak_on_strong_clips=True)

@@ -1,7 +1,8 @@
 """SED training losses: masked supervised BCE, C2F/F2C distillation, mean-teacher consistency, mixup.
 
 All losses are computed in float32 (autocast off), whatever precision the forward pass ran in.
-Shapes: frame tensors (B, N, C) time-major, clip tensors (B, C), masks (B,) or (B, N) bool.
+Shapes: frame tensors (B, N, C) time-major, clip tensors (B, C), masks (B,) or (B, N) bool (a
+model's :attr:`SEDOutput.valid` marks each clip's frames).
 """
 
 from __future__ import annotations
@@ -12,19 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from atst_sed.features import frames_to_tokens
 from atst_sed.models.head import SEDOutput
-
-
-def token_validity(frame_lengths: Tensor | None, n_tokens: int, batch: int, device: torch.device) -> Tensor:
-    """(B, N) bool: True for tokens inside each clip (``frame_lengths`` in mel frames; None = all valid).
-
-    Same rule as the encoder: ``frame_lengths // 4`` tokens, at least one, at most ``n_tokens``.
-    """
-    if frame_lengths is None:
-        return torch.ones(batch, n_tokens, dtype=torch.bool, device=device)
-    n_valid = torch.clamp(frames_to_tokens(frame_lengths.to(device)), min=1, max=n_tokens)
-    return torch.arange(n_tokens, device=device)[None, :] < n_valid[:, None]
 
 
 def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
@@ -115,10 +104,19 @@ def group_permutation(groups: Tensor, generator: torch.Generator | None = None) 
     return perm
 
 
+def _mix(features: Tensor | tuple[Tensor, ...], lam: Tensor, perm: Tensor) -> Tensor | tuple[Tensor, ...]:
+    """``lam · x + (1 − lam) · x[perm]`` per sample, on a feature tensor or each of a model's several."""
+    if isinstance(features, (tuple, list)):
+        return type(features)(_mix(f, lam, perm) for f in features)
+    lf = lam.to(features.dtype).view(-1, *([1] * (features.dim() - 1)))
+    return lf * features + (1 - lf) * features[perm]
+
+
 def mixup_batch(
     batch: dict, alpha: float = 0.2, mix_unlabeled: bool = False, generator: torch.Generator | None = None
 ) -> tuple[dict, Tensor, Tensor]:
-    """Mixup on features with soft targets, within label groups (strong / weak-only / unlabeled),
+    """Mixup on ``features`` (a model's input: one tensor (B, …) or a tuple of them) with soft
+    targets, within label groups (strong / weak-only / unlabeled),
     one λ ~ Beta(α, α) per group (DESED convention). Returns (mixed batch, lam (B,), perm (B,)).
 
     Unlabeled clips are mixed only when ``mix_unlabeled``. ``frame_lengths`` becomes the longer of
@@ -134,9 +132,7 @@ def mixup_batch(
         lam = torch.where(groups == 2, torch.ones_like(lam), lam)
         perm = torch.where(groups == 2, torch.arange(len(perm), device=perm.device), perm)
     out = dict(batch)
-    feats = batch["features"]
-    lf = lam.to(feats.dtype)[:, None, None]
-    out["features"] = lf * feats + (1 - lf) * feats[perm]
+    out["features"] = _mix(batch["features"], lam, perm)
     ls = lam.to(batch["strong"].dtype)
     out["strong"] = ls[:, None, None] * batch["strong"] + (1 - ls[:, None, None]) * batch["strong"][perm]
     out["weak"] = ls[:, None] * batch["weak"] + (1 - ls[:, None]) * batch["weak"][perm]

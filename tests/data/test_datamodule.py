@@ -16,6 +16,7 @@ from atst_sed.data.corpus import SETS
 from atst_sed.data.datasets import ClipDataset, ProportionalBatchSampler, RankShard, holdout_split, split_batch
 from atst_sed.errors import InputError
 from atst_sed.events import read_strong_tsv
+from atst_sed.frontend import LogMelFrontend
 from atst_sed.labels import DESED_CLASSES, ClassMap, events_to_frames
 
 
@@ -33,8 +34,8 @@ def test_batch_contract_and_proportions(tiny_corpus):
     assert len(batches) == dm.steps_per_epoch() == 6
     seen_weak = set()
     for b in batches:
-        assert b["features"].shape == (8, 64, 1001) and b["features"].dtype == torch.float32
-        assert b["frame_lengths"].dtype == torch.long and (b["frame_lengths"] == 1001).all()
+        assert b["waveforms"].shape == (8, 160000) and b["waveforms"].dtype == torch.float32
+        assert b["lengths"].dtype == torch.long and (b["lengths"] == 160000).all()
         assert b["strong"].shape == (8, 250, 10) and b["weak"].shape == (8, 10)
         assert b["has_strong"].tolist() == [True] * 2 + [False] * 6
         assert b["has_weak"].tolist() == [True] * 4 + [False] * 4
@@ -42,7 +43,7 @@ def test_batch_contract_and_proportions(tiny_corpus):
         torch.testing.assert_close(b["weak"][:2], b["strong"][:2].amax(dim=1))  # weak = any over frames
         assert b["strong"][2:].sum() == 0 and b["weak"][4:].sum() == 0
         assert (b["weak"][2:4].sum(1) >= 1).all()
-        assert torch.isfinite(b["features"]).all() and b["features"].abs().max() < 3
+        assert torch.isfinite(b["waveforms"]).all() and b["waveforms"].abs().max() <= 1
         seen_weak.update(b["filenames"][2:4])
     assert len(seen_weak) == 12  # one epoch = every clip of the smallest pool once
     assert split_batch(24, {"strong": 0.25, "weak": 0.25, "unlabeled": 0.5}) == {"strong": 6, "weak": 6, "unlabeled": 12}
@@ -53,7 +54,7 @@ def test_same_seed_same_batches_across_workers(tiny_corpus):
     first = next(iter(_dm(tiny_corpus, batch_size=4, seed=5).train_dataloader()))
     second = next(iter(_dm(tiny_corpus, batch_size=4, seed=5, num_workers=2).train_dataloader()))
     assert first["filenames"] == second["filenames"]
-    torch.testing.assert_close(first["features"], second["features"])
+    torch.testing.assert_close(first["waveforms"], second["waveforms"])
     other = next(iter(_dm(tiny_corpus, batch_size=4, seed=6).train_dataloader()))
     assert other["filenames"] != first["filenames"]
     sampler = ProportionalBatchSampler([10, 20], [2, 2], seed=1)
@@ -81,10 +82,10 @@ def test_eval_sets_in_order_with_valid_lengths(tiny_corpus):
     for b in dm.test_dataloader():
         for i, name in enumerate(b["filenames"]):
             n = round(durations[name] * 16000)
-            assert int(b["frame_lengths"][i]) == n // 160 + 1
+            assert int(b["lengths"][i]) == n
             tokens = (n // 160 + 1) // 4
             assert b["strong"][i, tokens:].sum() == 0
-            want = events_to_frames(gt[gt["filename"] == name], ClassMap(DESED_CLASSES))
+            want = events_to_frames(gt[gt["filename"] == name], ClassMap(DESED_CLASSES), 250)
             np.testing.assert_array_equal(b["strong"][i].numpy(), want)
     assert dm.fingerprint.startswith("sha256:") and dm.missing_files == 0
 
@@ -100,7 +101,7 @@ def test_random_crops_shift_and_clip_labels(tiny_corpus):
             start = ds.crop_start(index, seed)
             starts.add(start)
             assert start % 640 == 0 and item["waveform"].shape == (64000,) and item["length"] == 64000
-            full = events_to_frames(events[events["filename"] == ds.filenames[index]], cmap)
+            full = events_to_frames(events[events["filename"] == ds.filenames[index]], cmap, 250)
             np.testing.assert_array_equal(item["strong"].numpy(), full[start // 640 : start // 640 + 100])
     assert len(starts) > 5
 
@@ -110,9 +111,11 @@ def test_training_loop_on_cpu(tiny_corpus):
         def __init__(self):
             super().__init__()
             self.linear = torch.nn.Linear(64, 10)
+            self.frontend = LogMelFrontend()
 
         def training_step(self, batch, _):
-            x = batch["features"][:, :, :1000].reshape(len(batch["features"]), 64, 250, 4).mean(-1)
+            features = self.frontend(batch["waveforms"], batch["lengths"])  # the model's own features
+            x = features[:, :, :1000].reshape(len(features), 64, 250, 4).mean(-1)
             probs = torch.sigmoid(self.linear(x.transpose(1, 2)))  # (B, 250, C)
             strong = torch.nn.functional.binary_cross_entropy(probs[batch["has_strong"]], batch["strong"][batch["has_strong"]])
             weak = torch.nn.functional.binary_cross_entropy(probs.amax(1)[batch["has_weak"]], batch["weak"][batch["has_weak"]])
@@ -248,3 +251,36 @@ def test_hold_out_draw_equals_the_dcase_baseline_on_desed_sizes():
     assert (len(train), len(held)) == (1420, 158)
     baseline = pd.DataFrame({"filename": names}).sample(frac=0.9, random_state=42)
     assert set(train) == set(baseline["filename"]) and train == sorted(train)
+
+
+def test_evaluation_ground_truth_is_the_labels_as_written_training_targets_clip_them(tiny_corpus, tmp_path, caplog):
+    """The test stage and validation score the labels exactly as `atst-sed evaluate` reads them (events
+    past a clip's end and repeated rows kept, reported); training targets clip them to the clip."""
+    from atst_sed.evaluation.inputs import load_event_table
+    from atst_sed.events import read_durations_tsv
+
+    root = _copy_corpus(tiny_corpus, tmp_path / "c")
+    labels, durations_tsv = root / SETS["test"].labels, root / SETS["test"].durations
+    durations = read_durations_tsv(durations_tsv)
+    table = pd.read_csv(labels, sep="\t")
+    first = table["onset"].first_valid_index()
+    name = table.at[first, "filename"]
+    table.at[first, "onset"], table.at[first, "offset"] = durations[name] - 0.5, durations[name] + 0.3
+    table = pd.concat([table, table.loc[[first]]], ignore_index=True)  # and the same event twice
+    table.to_csv(labels, sep="\t", index=False, float_format="%.3f")
+    dm = SEDDataModule(DataConfig(root=str(root), num_workers=0))
+    dm.setup("test")
+    with caplog.at_level("WARNING"):
+        got = dm.ground_truth("test")
+    want = load_event_table(labels, DESED_CLASSES, durations, "ground truth")  # what evaluate scores
+    pd.testing.assert_frame_equal(got, want)
+    assert (got["offset"] > got["filename"].map(durations)).sum() == 2
+    assert "run past their clip's end" in caplog.text and "repeat an earlier row" in caplog.text
+    training = dm.dataset(dm.config.test_set).events
+    clipped = training[(training["filename"] == name) & (training["onset"] == durations[name] - 0.5)]
+    assert clipped["offset"].tolist() == [durations[name]]  # clipped, and the repeat merged away
+    # what psds_eval refuses, the test stage refuses too: overlapping events of one class
+    table.at[len(table) - 1, "onset"] = durations[name] - 0.7
+    table.to_csv(labels, sep="\t", index=False, float_format="%.3f")
+    with pytest.raises(InputError, match="overlap"):
+        SEDDataModule(DataConfig(root=str(root), num_workers=0)).ground_truth("test")

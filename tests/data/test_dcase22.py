@@ -156,7 +156,7 @@ def test_prepare_dcase22_against_a_fake_remote(remote, tmp_path, monkeypatch, ca
     assert set(dm.ground_truth("test")["filename"]) == {"Yval_a_0.000_10.000.wav", "Yval_b_0.000_10.000.wav", "Yval_c_5.000_15.000.wav"}
     assert dm.durations("test")["Yval_c_5.000_15.000.wav"] == 7.2
     batch = next(iter(dm.train_dataloader()))
-    assert batch["features"].shape == (4, 64, 1001)
+    assert batch["waveforms"].shape == (4, 160000)
 
     # a 16 kHz clip lost later: verify reports it and the fingerprint changes
     (root / SETS["weak"].audio / "Yweak_2_0.000_10.000.wav").unlink()

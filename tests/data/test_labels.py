@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from atst_sed.labels import DESED_CLASSES, ClassMap, events_to_frames, frames_to_events, weak_multi_hot
+from atst_sed.decoding import frames_to_events
+from atst_sed.labels import DESED_CLASSES, ClassMap, events_to_frames, weak_multi_hot
 
 
 def _events(rows):
@@ -36,7 +37,7 @@ def test_grid_events_round_trip_exactly():
                 if end > start:
                     rows.append((round(start * 0.04, 3), round(end * 0.04, 3), DESED_CLASSES[c]))
         events = _events(rows)
-        frames = events_to_frames(events, cmap)
+        frames = events_to_frames(events, cmap, 250)
         assert frames.shape == (250, 10) and frames.dtype == np.float32
         decoded = frames_to_events(frames > 0, DESED_CLASSES, "clip.wav")
         want = events.assign(filename="clip.wav").sort_values(["onset", "event_label"]).reset_index(drop=True)
@@ -49,7 +50,7 @@ def test_grid_events_round_trip_exactly():
 
 def test_onset_floor_offset_ceil_exclusive():
     cmap = ClassMap(["a", "b"])
-    frames = events_to_frames(_events([(0.05, 0.13, "a"), (0.041, 0.042, "b"), (0.12, 0.2, "b")]), cmap)
+    frames = events_to_frames(_events([(0.05, 0.13, "a"), (0.041, 0.042, "b"), (0.12, 0.2, "b")]), cmap, 250)
     assert np.flatnonzero(frames[:, 0]).tolist() == [1, 2, 3]  # floor(1.25) .. ceil(3.25) - 1
     assert np.flatnonzero(frames[:, 1]).tolist() == [1, 3, 4]  # a 1 ms event still marks its frame; 0.12 → 3 exactly
     assert frames.sum() == 6
@@ -62,8 +63,8 @@ def test_clipping_to_the_window_and_crop_offsets():
     full = events_to_frames(_events([(1.0, 3.0, "a"), (5.5, 9.0, "a")]), cmap, n_frames=250)
     crop = events_to_frames(_events([(1.0, 3.0, "a"), (5.5, 9.0, "a")]), cmap, n_frames=100, offset_seconds=2.0)
     np.testing.assert_array_equal(crop, full[50:150])
-    assert events_to_frames(_events([(np.nan, np.nan, np.nan)]), cmap).sum() == 0
-    assert events_to_frames(_events([]), cmap).shape == (250, 1)
+    assert events_to_frames(_events([(np.nan, np.nan, np.nan)]), cmap, 250).sum() == 0
+    assert events_to_frames(_events([]), cmap, 250).shape == (250, 1)
 
 
 def _reference_decode(binary, scores):

@@ -61,15 +61,6 @@ def test_layout_formats_and_durations(tiny_corpus):
     assert "Speech" in (root / "README.md").read_text()
 
 
-@pytest.fixture
-def micro(monkeypatch):
-    """A 7-clip corpus size, so that determinism checks can build several corpora quickly."""
-    from atst_sed.data import synth
-
-    monkeypatch.setitem(synth.SIZES, "micro", synth.SynthSizes(synth_train=2, weak=1, unlabeled=1, synth_val=1, test=2))
-    return "micro"
-
-
 def test_same_seed_identical_any_jobs_and_rerun_is_idempotent(micro, tmp_path):
     first = prepare_synth(tmp_path / "a", seed=0, size=micro, jobs=1)
     again = prepare_synth(tmp_path / "b", seed=0, size=micro, jobs=2)

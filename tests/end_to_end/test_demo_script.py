@@ -36,7 +36,7 @@ def run_demo(demo_dir: Path, *steps: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    model = SEDModel(EncoderConfig.named("frame_tiny"), len(DESED_CLASSES))
+    model = SEDModel(EncoderConfig.named("frame_tiny"), DESED_CLASSES)
     path = tmp_path_factory.mktemp("ckpt") / "best.ckpt"
     return save_checkpoint(path, model, classes=list(DESED_CLASSES))
 
@@ -110,7 +110,7 @@ def test_an_unknown_step_is_refused_before_anything_runs(tmp_path):
     assert not (tmp_path / "d").exists()
 
 
-def test_the_demo_corpus_uses_nothing_outside_the_repository(tmp_path, monkeypatch):
+def test_the_demo_corpus_uses_nothing_outside_the_repository(tmp_path, monkeypatch, micro):
     """`prepare synth`'s defaults take no real speech from anywhere (not ../shared/audio, not an
     environment variable): a newcomer's clone builds the same corpus as any other checkout."""
     from atst_sed.data.synth import prepare_synth
@@ -119,7 +119,7 @@ def test_the_demo_corpus_uses_nothing_outside_the_repository(tmp_path, monkeypat
     speech.mkdir()
     sf.write(speech / "talk_en.wav", np.random.default_rng(1).standard_normal(32000) * 0.1, 16000)
     monkeypatch.setenv("ATST_SED_SPEECH_DIR", str(speech))  # honoured by earlier versions
-    prepare_synth(tmp_path / "corpus", seed=3, size="tiny", jobs=1)
+    prepare_synth(tmp_path / "corpus", seed=3, size=micro, jobs=1)
     params = json.loads((tmp_path / "corpus" / "synth.json").read_text())
     assert params["source_files"] == {}
     assert "No real audio" in (tmp_path / "corpus" / "README.md").read_text()

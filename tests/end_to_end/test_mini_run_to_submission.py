@@ -1,5 +1,6 @@
-"""The whole user journey on the tiny corpus: train recipes/mini → evaluate its test outputs → detect on
-an "evaluation set" → package a DCASE submission from the run → validate it."""
+"""The whole user journey on the tiny corpus: train recipes/mini (the session's run, tests/conftest.py)
+→ evaluate its test outputs → detect on an "evaluation set" → package a DCASE submission from the run →
+validate it."""
 
 from __future__ import annotations
 
@@ -14,12 +15,6 @@ import yaml
 from atst_sed.cli.main import main
 
 REPO = Path(__file__).resolve().parents[2]
-FAST = [
-    "data.batch_size=8", "data.num_workers=0", "data.epoch_length=2", "data.val_batch_size=12",
-    "trainer.max_epochs=1", "trainer.log_every_n_steps=1", "trainer.check_val_every_n_epoch=1",
-    # recipes/mini gives finetune_clip its own batches (stage overrides win over the command line's)
-    "stages.finetune_clip.overrides.data.batch_size=8", "stages.finetune_clip.overrides.data.epoch_length=2",
-]
 META = {
     "submission": {
         "name": "ATST-C2F mini",
@@ -33,20 +28,8 @@ META = {
 }
 
 
-@pytest.fixture(scope="module")
-def mini_run(tmp_path_factory) -> tuple[Path, Path]:
-    """A finished recipes/mini run (every stage, shortened) on the tiny synthetic corpus."""
-    from atst_sed.data.synth import prepare_synth
-
-    base = tmp_path_factory.mktemp("journey")
-    corpus = base / "corpus"
-    prepare_synth(corpus, seed=1, size="tiny", jobs=1)
-    assert main(["train", str(REPO / "recipes" / "mini"), f"data.root={corpus}", "--root-dir", str(base / "runs"), *FAST]) == 0
-    return corpus, base / "runs" / "mini"
-
-
-def test_evaluate_reproduces_the_psds_the_test_stage_recorded(mini_run, tmp_path):
-    corpus, run = mini_run
+def test_evaluate_reproduces_the_psds_the_test_stage_recorded(tiny_corpus, mini_run, tmp_path):
+    corpus, run = tiny_corpus, mini_run
     out = tmp_path / "metrics.json"
     code = main([
         "evaluate",
@@ -67,8 +50,8 @@ def test_evaluate_reproduces_the_psds_the_test_stage_recorded(mini_run, tmp_path
 
 
 @pytest.mark.parametrize("fmt, n_runs", [("dcase2022", 1), ("dcase2023", 3)])
-def test_a_package_built_from_a_mini_run_validates(mini_run, tmp_path, report_pdf, fmt, n_runs):
-    corpus, run = mini_run
+def test_a_package_built_from_a_mini_run_validates(tiny_corpus, mini_run, tmp_path, report_pdf, fmt, n_runs):
+    corpus, run = tiny_corpus, mini_run
     eval_audio = corpus / "audio/validation/validation_16k"  # stands in for the challenge's evaluation set
     runs = []
     for k in range(n_runs):
@@ -103,14 +86,14 @@ def test_a_package_built_from_a_mini_run_validates(mini_run, tmp_path, report_pd
             assert len(scores) == 12  # one score file per evaluation clip
 
 
-def test_the_demo_names_the_tested_models_and_runs_its_detect_and_table_steps(mini_run):
+def test_the_demo_names_the_tested_models_and_runs_its_detect_and_table_steps(tiny_corpus, mini_run):
     """What `make demo` shows after training, run by its own script on this run: the clip's labels
     beside the detections, and the test table with ATST-C2F and ATST-Clip named as such."""
     import os
     import subprocess
     import sys
 
-    corpus, run = mini_run
+    corpus, run = tiny_corpus, mini_run
     tested = json.loads((run / "test" / "metrics.json").read_text())["test"]
     assert {role: m["model"] for role, m in tested.items()} == {
         "student": "ATST-C2F (student)", "teacher": "ATST-Clip (fine-tuned teacher)"}

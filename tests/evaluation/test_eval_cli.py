@@ -71,13 +71,13 @@ def test_operating_point_folder(tmp_path, files, gt, durations):
 
 def test_score_folder(tmp_path, files, gt, durations):
     scores = make_scores(gt, seed=5)
-    write_score_files(tmp_path / "scores", scores, CLASSES)
+    write_score_files(tmp_path / "scores", scores, CLASSES, 0.04)
     out = tmp_path / "m.json"
     assert _run(files, tmp_path / "scores", "--json", str(out), "--plots",
                 str(tmp_path / "plots")) == 0
     result = json.loads(out.read_text())
     assert result["kind"] == "scores" and result["n_operating_points"] == 50
-    frames = {k[:-4]: score_dataframe(v, CLASSES) for k, v in scores.items()}
+    frames = {k[:-4]: score_dataframe(v, CLASSES, 0.04) for k, v in scores.items()}
     for name in ("psds1", "psds2"):
         assert result[f"{name}_threshold_free"] == pytest.approx(
             sed_scores_eval_by_hand(frames, gt, durations, name))
@@ -169,10 +169,10 @@ def test_bad_inputs_exit_2(tmp_path, files, capsys):
     (tmp_path / "weird" / "x.tsv").write_text("a\tb\n1\t2\n")
     assert _run(files, tmp_path / "weird") == 2
     assert "x.tsv:1: neither a predictions_th" in capsys.readouterr().err
-    write_score_files(tmp_path / "scores", {"a.wav": np.zeros((10, 2))}, ["Cat", "Unicorn"])
+    write_score_files(tmp_path / "scores", {"a.wav": np.zeros((10, 2))}, ["Cat", "Unicorn"], 0.04)
     assert _run(files, tmp_path / "scores") == 2
     assert "unknown class column(s) Unicorn" in capsys.readouterr().err
-    write_score_files(tmp_path / "scores2", {"zz.wav": np.zeros((10, 3))}, CLASSES)
+    write_score_files(tmp_path / "scores2", {"zz.wav": np.zeros((10, 3))}, CLASSES, 0.04)
     assert _run(files, tmp_path / "scores2") == 2
     assert "clip 'zz' is not in the durations table" in capsys.readouterr().err
 

@@ -159,7 +159,7 @@ def test_event_table_f1(gt, durations):
 def test_score_files_round_trip(tmp_path, gt):
     scores = make_scores(gt, seed=0)
     offsets = {"b.wav": 10.0}
-    paths = write_score_files(tmp_path, scores, CLASSES, offset_seconds=offsets)
+    paths = write_score_files(tmp_path, scores, CLASSES, 0.04, offset_seconds=offsets)
     assert sorted(p.name for p in paths) == [f"{c}.tsv" for c in "abcdef"]
     back, classes = read_score_files(tmp_path)
     assert classes == CLASSES and sorted(back) == list("abcdef")
@@ -175,7 +175,7 @@ def test_score_files_round_trip(tmp_path, gt):
 
 
 def test_score_decoding_matches_sed_scores_eval(gt):
-    frames = {k[:-4]: score_dataframe(v, CLASSES) for k, v in make_scores(gt, seed=1).items()}
+    frames = {k[:-4]: score_dataframe(v, CLASSES, 0.04) for k, v in make_scores(gt, seed=1).items()}
     thresholds = [0.05, 0.3, 0.5, 0.77, 0.99]
     decoded = scores_to_operating_points(frames, thresholds)
     for t in thresholds:
@@ -219,7 +219,7 @@ def test_score_file_class_mismatch_and_empty(tmp_path):
 
 # -------------------------------------------------------------------------------- threshold-free
 def test_threshold_free_matches_sed_scores_eval(gt, durations):
-    frames = {k[:-4]: score_dataframe(v, CLASSES) for k, v in make_scores(gt, seed=2).items()}
+    frames = {k[:-4]: score_dataframe(v, CLASSES, 0.04) for k, v in make_scores(gt, seed=2).items()}
     from atst_sed.evaluation import canonical_events
 
     for name in ("psds1", "psds2"):
@@ -232,7 +232,7 @@ def test_threshold_free_matches_sed_scores_eval(gt, durations):
 
 
 def test_perfect_scores_threshold_free(gt, durations):
-    frames = {k: score_dataframe(v, CLASSES) for k, v in make_scores(gt, perfect=True).items()}
+    frames = {k: score_dataframe(v, CLASSES, 0.04) for k, v in make_scores(gt, perfect=True).items()}
     result = evaluate_scores(frames, gt, durations, CLASSES, thresholds=THRESHOLDS, n_jobs=1)
     assert result["psds1_threshold_free"] == pytest.approx(
         sed_scores_eval_by_hand({k[:-4]: v for k, v in frames.items()}, gt, durations, "psds1"))
@@ -242,7 +242,7 @@ def test_perfect_scores_threshold_free(gt, durations):
 
 
 def test_evaluate_scores_missing_clip_left_out(gt, durations):
-    frames = {k: score_dataframe(v, CLASSES) for k, v in make_scores(gt, seed=3).items()
+    frames = {k: score_dataframe(v, CLASSES, 0.04) for k, v in make_scores(gt, seed=3).items()
               if k != "c.wav"}
     result = evaluate_scores(frames, gt, durations, CLASSES, thresholds=THRESHOLDS, n_jobs=1)
     assert result["n_clips_evaluated"] == 5 and result["missing_clips"] == ["c"]

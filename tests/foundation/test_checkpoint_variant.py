@@ -21,8 +21,8 @@ from atst_sed.cli.main import main
 from atst_sed.errors import InputError
 from atst_sed.models.checkpoint import load_checkpoint, save_checkpoint
 from atst_sed.models.encoder import EncoderConfig
+from atst_sed.models.factory import ModelConfig, build_model
 from atst_sed.models.sed import SEDModel
-from atst_sed.training.run import ModelConfig, build_model
 
 WIDTH, DEPTH = 64, 2
 
@@ -88,7 +88,7 @@ def test_a_frame_file_cannot_be_forced_to_clip_and_own_files_say_it_themselves(t
                                for k, v in official_encoder_sd(WIDTH, DEPTH, "frame").items()}}, frame_only)
     with pytest.raises(InputError, match="no cls_token: it cannot be read as ATST-Clip"):
         load_checkpoint(frame_only, variant="clip")
-    own = save_checkpoint(tmp_path / "own.ckpt", SEDModel(EncoderConfig.named("frame_tiny"), 3), classes=["a", "b", "c"])
+    own = save_checkpoint(tmp_path / "own.ckpt", SEDModel(EncoderConfig.named("frame_tiny"), ["a", "b", "c"]))
     assert load_checkpoint(own, variant="frame").kind == "sed"
     with pytest.raises(InputError, match="holds an ATST-Frame encoder .* the variant asked for is clip"):
         load_checkpoint(own, variant="clip")
@@ -109,7 +109,7 @@ def test_embed_reads_the_ambiguous_file_as_frame_and_variant_clip_overrides(resa
 
 
 def test_detect_checks_the_variant_against_the_checkpoint(tmp_path, capsys):
-    ckpt = save_checkpoint(tmp_path / "sed.ckpt", SEDModel(EncoderConfig.named("frame_tiny"), 2), classes=["a", "b"])
+    ckpt = save_checkpoint(tmp_path / "sed.ckpt", SEDModel(EncoderConfig.named("frame_tiny"), ["a", "b"]))
     audio = tmp_path / "a.wav"
     sf.write(audio, (np.random.default_rng(0).standard_normal(16000) * 0.1).astype(np.float32), 16000)
     assert main(["detect", str(audio), "-c", str(ckpt), "--variant", "frame", "-o", str(tmp_path / "e.csv")]) == 0

@@ -14,7 +14,7 @@ from foundation_helpers import pretraining_checkpoint, reference_encoder, refere
 
 from atst_sed.audio import load_audio
 from atst_sed.cli.main import main
-from atst_sed.features import LogMelFrontend
+from atst_sed.frontend import LogMelFrontend
 from atst_sed.models.checkpoint import load_checkpoint
 
 WIDTH = 384  # ATST-Frame small

@@ -8,7 +8,7 @@ import pytest
 import torch
 from foundation_helpers import htk_mel_filterbank, reference_logmel
 
-from atst_sed.features import LogMelFrontend, samples_to_frames
+from atst_sed.frontend import LogMelFrontend
 
 
 def _clip(n: int, seed: int, gain: float = 0.3) -> np.ndarray:
@@ -60,7 +60,7 @@ def test_ragged_batch_equals_clips_alone():
     batch = front(torch.from_numpy(padded), torch.tensor(lengths))
     assert batch.shape == (3, 64, 1001)
     for i, w in enumerate(waves):
-        frames = int(samples_to_frames(w.size))
+        frames = int(LogMelFrontend().n_frames(w.size))
         alone = front(torch.from_numpy(w))
         assert alone.shape[-1] == frames
         torch.testing.assert_close(batch[i, :, :frames], alone, atol=1e-5, rtol=0)

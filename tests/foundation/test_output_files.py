@@ -25,7 +25,7 @@ from atst_sed.audio import write_wav
 from atst_sed.cli.embed import write_npz
 from atst_sed.config import write_yaml
 from atst_sed.errors import InputError
-from atst_sed.events import write_events_tsv
+from atst_sed.events import write_events_csv, write_events_tsv
 from atst_sed.fileio import (
     atomic_path,
     atomic_write_bytes,
@@ -34,7 +34,6 @@ from atst_sed.fileio import (
     copy_file,
     open_output,
 )
-from atst_sed.inference.outputs import write_events_csv
 from atst_sed.inference.plot import PlotInput, plot_detection
 from atst_sed.inference.plot_html import write_detection_html
 from atst_sed.models.checkpoint import save_checkpoint

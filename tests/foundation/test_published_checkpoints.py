@@ -104,7 +104,7 @@ def test_own_encoder_checkpoint_round_trip(tmp_path):
 
 
 def test_own_sed_checkpoint_round_trip(tmp_path):
-    model = SEDModel(EncoderConfig.named("frame_tiny"), n_classes=3)
+    model = SEDModel(EncoderConfig.named("frame_tiny"), ["a", "b", "c"])
     classes = ["Dog", "Cat", "Speech"]
     decoding = {"thresholds": [0.4, 0.5, 0.6], "median_filter": [7, 5, 3]}
     path = save_checkpoint(tmp_path / "sed.ckpt", model, classes=classes, decoding=decoding)

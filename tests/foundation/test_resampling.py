@@ -61,7 +61,7 @@ PEAK_SCRIPT = r"""
 import json, resource, sys
 import numpy as np
 import scipy.signal
-from atst_sed.inference.windows import read_audio_16k
+from atst_sed.audio import read_audio_16k
 from atst_sed.audio import load_audio
 read_audio_16k(sys.argv[2]); load_audio(sys.argv[2])  # a 16 kHz file: lazy imports in the baseline
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

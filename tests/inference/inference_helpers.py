@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from atst_sed.frontend import FrontendConfig
 from atst_sed.labels import DESED_CLASSES
 from atst_sed.models.encoder import EncoderConfig
 from atst_sed.models.sed import SEDModel
@@ -14,12 +15,13 @@ LOUD = CLASSES[0]  # fires on loud frames
 ALWAYS = CLASSES[1]  # constant 0.731 (logit +1)
 
 
-def loud_model() -> SEDModel:
+def loud_model(frontend: FrontendConfig | None = None, **encoder) -> SEDModel:
     """A frame_tiny SED model wired by hand: its blocks are identities (zeroed residual branches)
     and no positional embedding, so each output frame depends only on its own token's mean log-mel.
-    Class 0 fires on loud frames, class 1 is constant 0.731, the others constant 0.269."""
+    Class 0 fires on loud frames, class 1 is constant 0.731, the others constant 0.269.
+    ``frontend`` / ``encoder`` (EncoderConfig fields) change its frame grid and window."""
     torch.manual_seed(0)
-    model = SEDModel(EncoderConfig.named("frame_tiny"), len(CLASSES))
+    model = SEDModel(EncoderConfig.named("frame_tiny", **encoder), CLASSES, frontend)
     enc = model.encoder
     with torch.no_grad():
         enc.pos_embed.zero_()
@@ -43,7 +45,7 @@ def loud_model() -> SEDModel:
 def random_model(seed: int = 0) -> SEDModel:
     """A frame_tiny SED model with random weights and a head strong enough to vary over time."""
     torch.manual_seed(seed)
-    model = SEDModel(EncoderConfig.named("frame_tiny"), len(CLASSES))
+    model = SEDModel(EncoderConfig.named("frame_tiny"), CLASSES)
     with torch.no_grad():
         model.head.linear.weight.normal_(0.0, 1.0)
     return model.eval()

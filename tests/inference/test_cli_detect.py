@@ -16,8 +16,8 @@ import soundfile as sf
 from atst_sed.cli.detect import parse_per_class
 from atst_sed.cli.main import main
 from atst_sed.errors import AtstSedError
-from atst_sed.features import samples_to_tokens
 from atst_sed.inference.detector import Detector
+from atst_sed.timegrid import ATST_GRID
 from inference_helpers import ALWAYS, CLASSES, LOUD, noise_with_bursts
 
 DECIMALS_3 = re.compile(r"^\d+\.\d{3}$")
@@ -108,7 +108,7 @@ def test_scores_dir_is_readable_by_sed_scores_eval_and_plots_are_written(mixed_f
     det = Detector.from_checkpoint(loud_ckpt, device="cpu")
     expected = det.scores(mixed_folder / "a.wav").probs
     got = scores["a"]
-    assert len(got) == samples_to_tokens(12 * 16000) == 300
+    assert len(got) == ATST_GRID.n_frames(12 * 16000) == 300
     np.testing.assert_allclose(got[CLASSES].to_numpy(), expected, atol=1e-6)
     np.testing.assert_allclose(got["onset"], np.arange(300) * 0.04, atol=1e-9)
     np.testing.assert_allclose(got["offset"], np.arange(1, 301) * 0.04, atol=1e-9)
@@ -154,6 +154,22 @@ def test_real_recordings_through_the_console_script(shared_audio, loud_ckpt, tmp
     for w in wavs:
         n = sf.info(str(w)).frames
         rows = df[(df.filename == w.name) & (df.event_label == ALWAYS)]
-        assert rows[["onset", "offset"]].values.tolist() == [[0.0, round(samples_to_tokens(n) * 0.04, 3)]]
+        assert rows[["onset", "offset"]].values.tolist() == [[0.0, round(ATST_GRID.n_frames(n) * 0.04, 3)]]
         scores = pd.read_csv(tmp_path / "s" / f"{w.stem}.tsv", sep="\t")
-        assert len(scores) == samples_to_tokens(n)
+        assert len(scores) == ATST_GRID.n_frames(n)
+
+
+def test_the_detection_library_returns_its_problems_and_prints_nothing(loud_ckpt, write_wav, tmp_path, capsys):
+    """``atst-sed package --eval-audio`` and the CLI share detect_inputs: it reports, the caller prints."""
+    from atst_sed.inference.batch import detect_inputs
+
+    good = write_wav("good.wav", noise_with_bursts(4.0, [(1.0, 2.5)]))
+    silent = write_wav("silent.wav", np.zeros(16000, np.float32))
+    seen = []
+    report = detect_inputs([str(good), str(silent), str(tmp_path / "missing.wav")], str(loud_ckpt),
+                           output=str(tmp_path / "events.csv"), device="cpu", on_message=seen.append)
+    assert report.problems == [f"{tmp_path / 'missing.wav'}: no such file or folder"] and report.failed
+    assert report.warnings == [f"{silent}: warning: the recording is digitally silent (processed anyway)"]
+    assert seen == report.problems + report.warnings  # as they happened
+    assert report.files == 2 and report.events == len(pd.read_csv(tmp_path / "events.csv")) >= 1
+    assert capsys.readouterr() == ("", "")

@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from atst_sed.errors import AtstSedError, InputError
-from atst_sed.features import LogMelFrontend, samples_to_tokens
+from atst_sed.frontend import LogMelFrontend
 from atst_sed.inference.detector import Detector
-from atst_sed.inference.windows import overlap_add, plan_windows
+from atst_sed.inference.windows import SlidingWindows
 from atst_sed.models.checkpoint import save_checkpoint
 from atst_sed.models.encoder import ATSTEncoder, EncoderConfig
+from atst_sed.timegrid import ATST_GRID
 from inference_helpers import ALWAYS, CLASSES, LOUD, noise_with_bursts, random_model
 
 
@@ -33,9 +34,9 @@ def wave():
 
 
 def test_long_file_equals_its_windows_where_they_do_not_overlap(model, wave):
-    det = Detector(model, CLASSES, device="cpu", hop_seconds=10.0, batch_size=2)
+    det = Detector(model, device="cpu", hop_seconds=10.0, batch_size=2)
     got = det.scores_audio(wave, "x").probs
-    n_tokens = samples_to_tokens(len(wave))
+    n_tokens = ATST_GRID.n_frames(len(wave))
     assert got.shape == (n_tokens, len(CLASSES))
     last = n_tokens - 250  # the last window is aligned to the end
     w0 = _direct(model, wave[:160000])
@@ -51,19 +52,20 @@ def test_long_file_equals_its_windows_where_they_do_not_overlap(model, wave):
 
 
 def test_batched_overlapping_windows_equal_one_by_one(model, wave):
-    det = Detector(model, CLASSES, device="cpu", hop_seconds=5.0, batch_size=3)
+    det = Detector(model, device="cpu", hop_seconds=5.0, batch_size=3)
     got = det.scores_audio(wave, "x").probs
-    windows = plan_windows(len(wave), 125)
+    plan = SlidingWindows(ATST_GRID, 160000, 125)
+    windows = plan.plan(len(wave))
     assert len(windows) == 5
     each = [_direct(model, wave[w.sample_start : w.sample_stop]) for w in windows]
-    np.testing.assert_allclose(got, overlap_add(windows, each, samples_to_tokens(len(wave))), atol=1e-5)
+    np.testing.assert_allclose(got, plan.overlap_add(windows, each, len(wave)), atol=1e-5)
 
 
 @pytest.mark.parametrize("n_samples", [513, 16000 * 3 + 37, 159999, 160000, 160001, 160479])
 def test_short_and_odd_lengths_run_once_at_their_exact_length(model, wave, n_samples):
-    det = Detector(model, CLASSES, device="cpu")
+    det = Detector(model, device="cpu")
     scores = det.scores_audio(wave[:n_samples], "short")
-    assert scores.probs.shape == (samples_to_tokens(n_samples), len(CLASSES))
+    assert scores.probs.shape == (ATST_GRID.n_frames(n_samples), len(CLASSES))
     assert scores.duration == pytest.approx(n_samples / 16000)
     assert scores.frame_seconds == 0.04
     np.testing.assert_allclose(scores.probs, _direct(model, wave[:n_samples]), atol=1e-6)
@@ -71,7 +73,7 @@ def test_short_and_odd_lengths_run_once_at_their_exact_length(model, wave, n_sam
 
 def test_too_short_is_an_input_error(model):
     with pytest.raises(InputError, match="too short"):
-        Detector(model, CLASSES, device="cpu").scores_audio(np.zeros(512, np.float32), "tiny.wav")
+        Detector(model, device="cpu").scores_audio(np.zeros(512, np.float32), "tiny.wav")
 
 
 def test_events_map_to_time_on_the_40ms_grid(loud_ckpt, write_wav):
@@ -79,7 +81,7 @@ def test_events_map_to_time_on_the_40ms_grid(loud_ckpt, write_wav):
     path = write_wav("long.wav", np.stack([x, 0.5 * x], axis=1), sr=44100)
     det = Detector.from_checkpoint(loud_ckpt, device="cpu")
     scores = det.scores(path)
-    assert scores.probs.shape[0] == samples_to_tokens(int(np.ceil(len(x) * 16000 / 44100)))
+    assert scores.probs.shape[0] == ATST_GRID.n_frames(int(np.ceil(len(x) * 16000 / 44100)))
     events = det.events(scores)
     loud = events[events.event_label == LOUD]
     assert len(loud) == 2 and set(events.event_label) == {LOUD}  # ALWAYS stays below its 0.8 threshold
@@ -124,15 +126,15 @@ def test_cuda_without_gpu_is_a_clear_error(loud_ckpt):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_bf16_matches_cpu(model, wave):
-    cpu = Detector(model, CLASSES, device="cpu").scores_audio(wave, "x").probs
-    gpu = Detector(random_model(), CLASSES, device="cuda").scores_audio(wave, "x").probs
+    cpu = Detector(model, device="cpu").scores_audio(wave, "x").probs
+    gpu = Detector(random_model(), device="cuda").scores_audio(wave, "x").probs
     np.testing.assert_allclose(gpu, cpu, atol=0.05)
 
 
 def test_bf16_autocast_path_is_close_to_float32(model, wave):
     """`--precision bf16` (the GPU default) through the same code on CPU: float32 frontend, bf16 encoder."""
-    fp32 = Detector(model, CLASSES, device="cpu").scores_audio(wave, "x")
-    bf16 = Detector(model, CLASSES, device="cpu", precision="bf16").scores_audio(wave, "x")
+    fp32 = Detector(model, device="cpu").scores_audio(wave, "x")
+    bf16 = Detector(model, device="cpu", precision="bf16").scores_audio(wave, "x")
     assert bf16.probs.dtype == fp32.probs.dtype == np.float32 and bf16.probs.shape == fp32.probs.shape
     np.testing.assert_allclose(bf16.probs, fp32.probs, atol=0.05)
     assert not np.array_equal(bf16.probs, fp32.probs)  # bf16 really ran
@@ -140,10 +142,10 @@ def test_bf16_autocast_path_is_close_to_float32(model, wave):
 
 def test_recordings_of_different_lengths_share_batches_exactly(model, wave):
     """Several files scored together (padded, masked windows) equal each file scored alone."""
-    det = Detector(model, CLASSES, device="cpu", batch_size=4)
+    det = Detector(model, device="cpu", batch_size=4)
     pieces = [wave[:16000 * 2 + 333], wave[5000 : 5000 + 16000 * 7], wave[:16000 * 12 + 99], wave[100:900]]
     together = det.scores_many([(p, f"f{i}") for i, p in enumerate(pieces)])
     for i, (p, scores) in enumerate(zip(pieces, together)):
         alone = det.scores_audio(p, f"f{i}")
-        assert scores.filename == f"f{i}" and scores.probs.shape == (samples_to_tokens(len(p)), len(CLASSES))
+        assert scores.filename == f"f{i}" and scores.probs.shape == (ATST_GRID.n_frames(len(p)), len(CLASSES))
         np.testing.assert_allclose(scores.probs, alone.probs, atol=1e-5)

@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 
 from atst_sed.cli.main import main
-from atst_sed.features import FrontendConfig
+from atst_sed.frontend import FrontendConfig
 from atst_sed.inference.plot import EVENT_LABEL_GID, PlotInput, detection_figures, plot_detection, select_classes
 from atst_sed.inference.plot_html import MAX_POINTS, detection_html, write_detection_html
 from inference_helpers import CLASSES, noise_with_bursts

@@ -9,57 +9,56 @@ import torch
 import torchaudio.functional as AF
 from scipy.signal import resample_poly
 
-from atst_sed.audio import resample_plan
+from atst_sed.audio import read_audio_16k, resample_plan
 from atst_sed.errors import InputError
-from atst_sed.features import samples_to_tokens
-from atst_sed.inference.windows import (
-    SAMPLES_PER_TOKEN,
-    WINDOW_SAMPLES,
-    WINDOW_TOKENS,
-    OverlapAdd,
-    hop_to_tokens,
-    overlap_add,
-    plan_windows,
-    read_audio_16k,
-    taper,
-    window_starts,
-)
+from atst_sed.inference.windows import OverlapAdd, SlidingWindows, taper, window_starts
+from atst_sed.timegrid import ATST_GRID, FrameGrid
+
+WINDOW_SAMPLES, WINDOW_FRAMES, HOP_SAMPLES = 160000, 250, 640  # ATST: 10 s windows of 40 ms frames
 
 
-def test_window_constants():
-    assert (WINDOW_SAMPLES, WINDOW_TOKENS, SAMPLES_PER_TOKEN) == (160000, 250, 640)
-    assert hop_to_tokens(5.0) == 125 and hop_to_tokens(10.0) == 250 and hop_to_tokens(0.04) == 1
-    with pytest.raises(ValueError):
-        hop_to_tokens(12.0)
-    with pytest.raises(ValueError):
-        hop_to_tokens(0.0)
+def windows_every(hop: int, grid: FrameGrid = ATST_GRID) -> SlidingWindows:
+    return SlidingWindows(grid, WINDOW_SAMPLES, hop)
+
+
+def test_hops_in_seconds_are_whole_frames_of_the_grid():
+    assert windows_every(1).window_frames == WINDOW_FRAMES
+    assert [SlidingWindows.with_hop_seconds(ATST_GRID, WINDOW_SAMPLES, s).hop_frames for s in (5.0, 10.0, 0.04)] == [125, 250, 1]
+    for bad in (12.0, 0.0):
+        with pytest.raises(ValueError, match=r"between 0.04 s and 10 s"):
+            SlidingWindows.with_hop_seconds(ATST_GRID, WINDOW_SAMPLES, bad)
+    grid64 = FrameGrid(256, 4)  # 64 ms frames: a 10 s window has 156 of them (9.984 s)
+    assert SlidingWindows.with_hop_seconds(grid64, WINDOW_SAMPLES, 5.0).hop_frames == 78
+    assert SlidingWindows.with_hop_seconds(grid64, WINDOW_SAMPLES, 0.064).window_frames == 156
 
 
 def test_window_starts():
-    assert window_starts(100, 125).tolist() == [0]
-    assert window_starts(250, 125).tolist() == [0]
-    assert window_starts(251, 125).tolist() == [0, 1]
-    assert window_starts(500, 125).tolist() == [0, 125, 250]
-    assert window_starts(600, 250).tolist() == [0, 250, 350]  # last window aligned to the end
+    assert window_starts(100, 125, 250).tolist() == [0]
+    assert window_starts(250, 125, 250).tolist() == [0]
+    assert window_starts(251, 125, 250).tolist() == [0, 1]
+    assert window_starts(500, 125, 250).tolist() == [0, 125, 250]
+    assert window_starts(600, 250, 250).tolist() == [0, 250, 350]  # last window aligned to the end
 
 
 @pytest.mark.parametrize("n_samples", [480, 16000 * 3 + 7, 159840, 160000, 160001, 160640, 16000 * 23 + 321, 16000 * 61])
 @pytest.mark.parametrize("hop", [1, 125, 173, 250])
-def test_plan_windows_cover_the_recording_exactly(n_samples, hop):
-    n_tokens = samples_to_tokens(n_samples)
-    windows = plan_windows(n_samples, hop)
-    covered = np.zeros(n_tokens, dtype=int)
+@pytest.mark.parametrize("grid", [ATST_GRID, FrameGrid(256, 4)], ids=["40ms", "64ms"])
+def test_plan_windows_cover_the_recording_exactly(n_samples, hop, grid):
+    plan = windows_every(min(hop, 156), grid)
+    n_frames = grid.n_frames(n_samples)
+    windows = plan.plan(n_samples)
+    covered = np.zeros(n_frames, dtype=int)
     for w in windows:
-        assert w.sample_start == w.start * SAMPLES_PER_TOKEN
+        assert w.sample_start == w.start * grid.hop_samples
         assert 0 <= w.sample_start < w.sample_stop <= n_samples
-        assert samples_to_tokens(w.sample_stop - w.sample_start) <= WINDOW_TOKENS
-        # the window's own audio gives exactly its tokens (no padding, nothing past the end)
-        assert w.n_tokens == samples_to_tokens(w.sample_stop - w.sample_start)
-        covered[w.start : w.start + w.n_tokens] += 1
+        assert grid.n_frames(w.sample_stop - w.sample_start) <= plan.window_frames
+        # the window's own audio gives exactly its frames (no padding, nothing past the end)
+        assert w.n_frames == grid.n_frames(w.sample_stop - w.sample_start)
+        covered[w.start : w.start + w.n_frames] += 1
     assert (covered >= 1).all()
-    assert windows[-1].start + windows[-1].n_tokens == n_tokens
-    if n_tokens > WINDOW_TOKENS:
-        assert all(w.n_tokens == WINDOW_TOKENS for w in windows)
+    assert windows[-1].start + windows[-1].n_frames == n_frames
+    if n_frames > plan.window_frames:
+        assert all(w.n_frames == plan.window_frames for w in windows)
         assert all(w.sample_stop - w.sample_start <= WINDOW_SAMPLES for w in windows)
     else:
         assert len(windows) == 1 and windows[0].sample_stop == n_samples
@@ -72,21 +71,22 @@ def test_taper_discounts_edges_but_never_reaches_zero():
     assert w[0] < w[60] < w[124]
 
 
-@pytest.mark.parametrize("n_tokens,hop", [(250, 125), (251, 125), (700, 125), (700, 250), (1013, 37)])
-def test_overlap_add_identity(n_tokens, hop):
+@pytest.mark.parametrize("n_frames,hop", [(250, 125), (251, 125), (700, 125), (700, 250), (1013, 37)])
+def test_overlap_add_identity(n_frames, hop):
     """Constant per-window scores stay exactly constant everywhere, edges included; windows that
     are slices of one track give back that track."""
-    n_samples = n_tokens * SAMPLES_PER_TOKEN
-    windows = plan_windows(n_samples, hop)
-    const = [np.full((w.n_tokens, 3), 0.37) for w in windows]
-    np.testing.assert_allclose(overlap_add(windows, const, n_tokens), 0.37, rtol=1e-6)
-    track = np.random.default_rng(0).random((n_tokens, 3))
-    slices = [track[w.start : w.start + w.n_tokens] for w in windows]
-    np.testing.assert_allclose(overlap_add(windows, slices, n_tokens), track, rtol=1e-6)
+    n_samples = n_frames * HOP_SAMPLES
+    plan = windows_every(hop)
+    windows = plan.plan(n_samples)
+    const = [np.full((w.n_frames, 3), 0.37) for w in windows]
+    np.testing.assert_allclose(plan.overlap_add(windows, const, n_samples), 0.37, rtol=1e-6)
+    track = np.random.default_rng(0).random((n_frames, 3))
+    slices = [track[w.start : w.start + w.n_frames] for w in windows]
+    np.testing.assert_allclose(plan.overlap_add(windows, slices, n_samples), track, rtol=1e-6)
 
 
 def test_overlap_add_weights_window_centres_more():
-    acc = OverlapAdd(375, 1)
+    acc = OverlapAdd(375, 1, 250)
     acc.add(0, np.zeros((250, 1)))
     acc.add(125, np.ones((250, 1)))
     out = acc.result()[:, 0]
@@ -96,7 +96,7 @@ def test_overlap_add_weights_window_centres_more():
 
 
 def test_overlap_add_uncovered_frames_are_an_error():
-    acc = OverlapAdd(10, 1)
+    acc = OverlapAdd(10, 1, 250)
     acc.add(0, np.zeros((5, 1)))
     with pytest.raises(RuntimeError):
         acc.result()

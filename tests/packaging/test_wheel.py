@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from atst_sed.config import to_dict
-from atst_sed.training.pretrain_run import load_pretrain_config
-from atst_sed.training.run import load_recipe
+from atst_sed.training.pretrain_config import load_pretrain_config
+from atst_sed.training.run_config import load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCES = ["pyproject.toml", "README.md", "atst_sed", "configs", "recipes"]  # what building the wheel reads
@@ -27,8 +27,8 @@ DUMP = """
 import json, sys
 import atst_sed
 from atst_sed.config import to_dict
-from atst_sed.training.pretrain_run import load_pretrain_config
-from atst_sed.training.run import load_recipe
+from atst_sed.training.pretrain_config import load_pretrain_config
+from atst_sed.training.run_config import load_recipe
 recipes, pretrain = json.loads(sys.argv[1]), sys.argv[2:]
 print(json.dumps({"module": atst_sed.__file__,
                   "recipes": {name: to_dict(load_recipe(name, over)) for name, over in recipes.items()},

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from atst_sed.training.augment import MixupBank, RandomResizeCrop
+from atst_sed.data.augment import MixupBank, RandomResizeCrop
 
 
 def test_frequency_warp_shape_band_and_identity_rate():

@@ -15,7 +15,7 @@ from atst_sed.data.pretrain import (
     list_audio_files,
 )
 from atst_sed.errors import InputError
-from atst_sed.features import LogMelFrontend
+from atst_sed.frontend import LogMelFrontend
 
 
 def test_folder_is_searched_recursively(wav_dir):

@@ -17,12 +17,9 @@ from atst_sed.errors import InputError
 from atst_sed.models.checkpoint import load_checkpoint
 from atst_sed.training.callbacks import ResumePoint, StepProgressBar
 from atst_sed.training.pretrain import PretrainModule
-from atst_sed.training.pretrain_run import (
-    build_trainer,
-    init_from_checkpoint,
-    load_pretrain_config,
-    run_pretraining,
-)
+from atst_sed.runfolder import RunFolder
+from atst_sed.training.pretrain_config import load_pretrain_config
+from atst_sed.training.pretrain_run import build_trainer, init_from_checkpoint, run_pretraining
 from atst_sed.training.schedules import cosine_ramp, cosine_schedule
 
 REPO = Path(__file__).resolve().parents[2]
@@ -138,7 +135,7 @@ def test_bf16_mixed_pretraining_steps_keep_float32_weights(method, wav_dir, tmp_
 
 def test_the_progress_bar_counts_steps_not_unbounded_epochs(wav_dir, tmp_path):
     config = load_pretrain_config("mini", [f"data.source={wav_dir}", "optim.max_steps=100"])
-    trainer = build_trainer(config, tmp_path)
+    trainer = build_trainer(config, RunFolder(tmp_path))
     bars = [c for c in trainer.callbacks if isinstance(c, ProgressBar)]
     assert [type(b) for b in bars] == [StepProgressBar] and trainer.max_epochs == -1
     bars[0]._trainer = trainer  # what Lightning's setup hook does

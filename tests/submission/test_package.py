@@ -137,11 +137,9 @@ def test_metrics_fall_back_to_the_latest_stage(tmp_path):
     run = make_run(tmp_path, "run")
     (run / "test" / "student" / "metrics.json").unlink()
     (run / "finetune_frame" / "metrics.json").write_text(json.dumps({"psds1": 0.25, "psds2": 0.5}))
-    info = read_run(run)
-    assert info.metrics == {"psds1": 0.25, "psds2": 0.5}
+    assert read_run(run).development_metrics() == ({"psds1": 0.25, "psds2": 0.5}, run / "finetune_frame" / "metrics.json")
     (run / "finetune_frame" / "metrics.json").write_text(json.dumps({"loss": 0.1}))  # no PSDS: not used
-    assert read_run(run).metrics == {} and read_run(run).metrics_path is None
-    assert info.metrics_path == run / "finetune_frame" / "metrics.json"
+    assert read_run(run).development_metrics() == ({}, None)
 
 
 def test_up_to_four_systems_from_a_systems_file(tmp_path, report_pdf, meta_yaml):
@@ -460,7 +458,7 @@ def test_eval_audio_runs_detection_into_the_run(tmp_path, report_pdf, meta_yaml)
     from atst_sed.models.sed import SEDModel
 
     run = make_run(tmp_path, "run", events=False, scores=False)
-    model = SEDModel(EncoderConfig.named("frame_tiny"), len(DESED_CLASSES)).eval()
+    model = SEDModel(EncoderConfig.named("frame_tiny"), DESED_CLASSES).eval()
     with torch.no_grad():
         model.head.linear.bias[DESED_CLASSES.index("Speech")] = 8.0  # always detects Speech
     save_checkpoint(run / "finetune_frame" / "checkpoints" / "best.ckpt", model, classes=list(DESED_CLASSES))

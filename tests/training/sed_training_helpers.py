@@ -1,4 +1,4 @@
-"""Helpers of the training tests: tiny in-memory contract batches (no files)."""
+"""Helpers of the training tests: tiny in-memory contract batches of waveforms (no files)."""
 
 from __future__ import annotations
 
@@ -6,29 +6,37 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 N_CLASSES = 3
+CLASSES = [f"class_{c}" for c in range(N_CLASSES)]
+SAMPLES = 160000  # 10 s at 16 kHz: 1001 mel frames, 250 frames of 40 ms
+TONES = (300.0, 900.0, 2400.0)  # Hz, one per class
 
 
 class TinySED(Dataset):
-    """Deterministic contract batches: clip i is strong if i % 3 == 0, weak if i % 3 == 1, else
-    unlabeled. Class c is active in frames [50c, 50c + 60) of a strong clip, and its features carry a
-    bump in mel band 10c … 10c + 9 there, so the task is learnable."""
+    """Deterministic contract batches of waveforms: clip i is strong if i % 3 == 0, weak if
+    i % 3 == 1, else unlabeled; every fourth clip holds 6 s of audio (zero-padded to 10 s). Class c is
+    active in frames [50c, 50c + 60) (2c … 2c + 2.4 s) of a clip, where a tone of ``TONES[c]`` sounds
+    over quiet noise, so the task is learnable."""
 
-    def __init__(self, n: int = 12, seed: int = 0, n_frames: int = 1001):
+    def __init__(self, n: int = 12, seed: int = 0):
         g = torch.Generator().manual_seed(seed)
+        t = torch.arange(SAMPLES) / 16000.0
         self.items = []
         for i in range(n):
             active = torch.rand(N_CLASSES, generator=g) > 0.5
             strong = torch.zeros(250, N_CLASSES)
-            feats = 0.1 * torch.randn(64, n_frames, generator=g) - 0.5
+            wave = 0.01 * torch.randn(SAMPLES, generator=g)
             for c in range(N_CLASSES):
                 if active[c]:
                     strong[50 * c : 50 * c + 60, c] = 1.0
-                    feats[10 * c : 10 * c + 10, 200 * c : 200 * c + 240] += 1.0
+                    a, b = 32000 * c, 32000 * c + 38400
+                    wave[a:b] += 0.3 * torch.sin(2 * torch.pi * TONES[c] * t[a:b])
+            length = SAMPLES if i % 4 else 96000  # 96 000 samples: 601 mel frames, 150 frames of 40 ms
+            wave[length:] = 0.0
             kind = i % 3
             self.items.append(
                 {
-                    "features": feats,
-                    "frame_lengths": torch.tensor(n_frames if i % 4 else n_frames - 400),
+                    "waveforms": wave,
+                    "lengths": torch.tensor(length),
                     "strong": strong if kind == 0 else torch.zeros(250, N_CLASSES),
                     "weak": active.float() if kind < 2 else torch.zeros(N_CLASSES),
                     "has_strong": torch.tensor(kind == 0),

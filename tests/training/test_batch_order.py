@@ -11,7 +11,9 @@ import pytorch_lightning as pl
 from atst_sed.data import SEDDataModule
 from atst_sed.data.datasets import ProportionalBatchSampler
 from atst_sed.training.callbacks import ResumePoint
-from atst_sed.training.run import Run, load_recipe, resume_checkpoint
+from atst_sed.runfolder import RunFolder
+from atst_sed.training.run import Run
+from atst_sed.training.run_config import load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 EPOCHS = 4
@@ -79,7 +81,7 @@ def test_a_resumed_run_continues_with_the_next_epochs_batches(tiny_corpus, tmp_p
     straight = train(cfg, tmp_path / "straight")
     first = train(cfg, tmp_path / "resumed", stop_after=1)
     assert sorted(first) == [0, 1]
-    assert ResumePoint.read(resume_checkpoint(tmp_path / "resumed" / "finetune_frame")) == ResumePoint(epochs=2, steps=4)
+    assert ResumePoint.read(RunFolder(tmp_path / "resumed").stage("finetune_frame").resume_checkpoint) == ResumePoint(epochs=2, steps=4)
     second = train(cfg, tmp_path / "resumed", resume=True)
     assert sorted(second) == [2, 3]
     assert {**first, **second} == straight

@@ -12,8 +12,8 @@ import yaml
 from atst_sed.cli.main import main
 from atst_sed.config import read_yaml, to_dict, write_yaml
 from atst_sed.errors import AtstSedError
-from atst_sed.training.pretrain_run import load_pretrain_config
-from atst_sed.training.run import load_recipe
+from atst_sed.training.pretrain_config import load_pretrain_config
+from atst_sed.training.run_config import load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 MINI = REPO / "recipes" / "mini"
@@ -96,7 +96,7 @@ def test_the_command_line_outranks_a_stage_override_and_says_so(caplog):
     # recipes/mini: finetune_clip overrides data.batch_size=16, data.epoch_length=30, optim.lr=0.005
     base = load_recipe(MINI)
     assert base.stages["finetune_clip"].overrides["data"] == {"batch_size": 16, "epoch_length": 30}
-    with caplog.at_level(logging.INFO, logger="atst_sed.training.run"):
+    with caplog.at_level(logging.INFO, logger="atst_sed.training.run_config"):
         cfg = load_recipe(MINI, ["data.epoch_length=2"])
     assert cfg.data.epoch_length == 2
     assert cfg.stages["finetune_clip"].overrides["data"] == {"batch_size": 16}  # the stage's other values stay
@@ -110,7 +110,7 @@ def test_the_command_line_outranks_a_stage_override_and_says_so(caplog):
 
 
 def test_the_stage_config_follows_the_precedence_default_recipe_stage_command_line():
-    from atst_sed.training.run import stage_config
+    from atst_sed.training.run_config import stage_config
 
     cfg = load_recipe(MINI, ["data.epoch_length=2"])
     clip = stage_config(cfg, "finetune_clip")
@@ -140,7 +140,7 @@ def test_print_config_gives_the_resolved_configuration(capsys):
 
 
 def test_saved_run_config_reads_back_to_the_same_config(tmp_path):
-    from atst_sed.training.run import resolve_config
+    from atst_sed.training.run_config import resolve_config
 
     cfg = load_recipe(MINI, ["name=2024", "optim.lr=1e-3", "data.epoch_length=2"])
     write_yaml(tmp_path / "config.yaml", cfg)

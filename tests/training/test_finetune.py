@@ -14,11 +14,11 @@ from atst_sed.models.sed import SEDModel
 from atst_sed.training.finetune import ConsistencyConfig, OptimConfig, SEDTask, TaskConfig, parameter_groups, weak_macro_f1
 from atst_sed.training.schedules import cosine_schedule
 
-from sed_training_helpers import N_CLASSES, tiny_loader
+from sed_training_helpers import CLASSES, N_CLASSES, tiny_loader
 
 
 def _model(depth: int = 3, variant: str = "frame") -> SEDModel:
-    return SEDModel(EncoderConfig.named(f"{variant}_tiny", depth=depth, drop_path=0.1), N_CLASSES)
+    return SEDModel(EncoderConfig.named(f"{variant}_tiny", depth=depth, drop_path=0.1), CLASSES)
 
 
 def _trainer(tmp_path, max_epochs: int = 1, callbacks=(), **kw) -> pl.Trainer:
@@ -144,7 +144,7 @@ def test_validation_gives_strong_clips_to_the_evaluator_and_scores_weak_clips_by
         def on_validation_batch_end(self, trainer, module, outputs, batch, batch_idx, dataloader_idx=0):
             keep = batch["has_weak"] & ~batch["has_strong"]
             with torch.no_grad():
-                probs = module.model(batch["features"], batch["frame_lengths"]).clip_probs
+                probs = module.model(*module.model.features(batch["waveforms"], batch["lengths"])).clip_probs
             weak_clips.extend(zip(probs[keep].tolist(), batch["weak"][keep].tolist()))
 
     task = SEDTask(_model(2), TaskConfig(), OptimConfig(), evaluator=evaluator)

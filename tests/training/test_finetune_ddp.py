@@ -56,8 +56,9 @@ import os
 import sys
 from pathlib import Path
 
+import atst_sed.runfolder as runfolder
 import atst_sed.training.run as run
-import atst_sed.training.testing as testing
+import atst_sed.training.scoring as scoring
 from atst_sed.cli.main import main
 from atst_sed.training.finetune import SEDTask
 
@@ -68,7 +69,7 @@ def record(**event):
         f.write(json.dumps({"rank": rank, **event}) + "\\n")
 
 
-validation_psds, write_json = run.validation_psds, testing.write_json
+validation_psds, write_json = run.validation_psds, scoring.write_json
 
 
 def probed_validation_psds(scores, *args, **kwargs):
@@ -83,7 +84,7 @@ def probed_write_json(path, data):
 
 
 run.validation_psds = probed_validation_psds
-run.write_json = testing.write_json = probed_write_json
+run.write_json = scoring.write_json = runfolder.write_json = probed_write_json
 train_batch_start = SEDTask.on_train_batch_start
 
 
@@ -225,11 +226,13 @@ def one_process_validation(run_dir: Path, model) -> dict[str, float]:
     import pytorch_lightning as pl
 
     from atst_sed.training.finetune import SEDTask
-    from atst_sed.training.run import Run, build_config
+    from atst_sed.training.run import Run
+    from atst_sed.training.run_config import build_config
 
     cfg = build_config(read_yaml(run_dir / "config.yaml"), "config.yaml")
     runner = Run(cfg, run_dir)
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False)
-    (result,) = trainer.validate(SEDTask(model, cfg.task, cfg.optim, runner.evaluator(cfg)), datamodule=runner.data(cfg), verbose=False)
+    task = SEDTask(model, cfg.task, cfg.optim, runner.evaluator(cfg, model.grid))
+    (result,) = trainer.validate(task, datamodule=runner.data(cfg, model.grid), verbose=False)
     return {k[len("val/"):]: float(v) for k, v in result.items() if k.startswith("val/")}

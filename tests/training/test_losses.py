@@ -12,15 +12,9 @@ from atst_sed.models.encoder import EncoderConfig
 from atst_sed.models.head import SEDOutput
 from atst_sed.models.sed import SEDModel
 from atst_sed.training.distill import DistillConfig, DistillTask
-from atst_sed.training.losses import (
-    distillation_loss,
-    group_permutation,
-    mixup_batch,
-    supervised_loss,
-    token_validity,
-)
+from atst_sed.training.losses import distillation_loss, group_permutation, mixup_batch, supervised_loss
 
-from sed_training_helpers import N_CLASSES, TinySED, collate
+from sed_training_helpers import CLASSES, TinySED, collate
 
 
 def _output(logits: torch.Tensor, clip: torch.Tensor) -> SEDOutput:
@@ -41,8 +35,7 @@ def _case(seed=0, b=4, n=250, c=3):
     weak = (torch.rand(b, c, generator=g) > 0.5).float()
     has_strong = torch.tensor([True, False, False, True])
     has_weak = torch.tensor([True, True, False, True])
-    frame_lengths = torch.tensor([1001, 1001, 1001, 401])  # clip 3: 100 valid tokens
-    valid = token_validity(frame_lengths, n, b, logits.device)
+    valid = torch.arange(n)[None, :] < torch.tensor([n, n, n, 100])[:, None]  # clip 3: 100 valid frames
     return logits, clip, strong, weak, has_strong, has_weak, valid
 
 
@@ -115,15 +108,16 @@ def test_distillation_loss_on_known_probabilities():
 
 def test_distill_task_weights_ground_truth_and_teacher_half_half():
     torch.manual_seed(0)
-    student = SEDModel(EncoderConfig.named("frame_tiny"), N_CLASSES)
-    teacher = SEDModel(EncoderConfig.named("clip_tiny"), N_CLASSES)
+    student = SEDModel(EncoderConfig.named("frame_tiny", drop_path=0.0), CLASSES)  # no random drops: the
+    teacher = SEDModel(EncoderConfig.named("clip_tiny"), CLASSES)  # hand computation repeats the forward pass
     task = DistillTask(student, teacher)
-    batch = collate([TinySED(6)[i] for i in range(6)])  # strong, weak and unlabeled clips
+    batch = task.with_features(collate([TinySED(6)[i] for i in range(6)]))  # strong, weak and unlabeled clips
     loss, logs = task.compute_loss(batch)
     with torch.no_grad():
         s = student(batch["features"], batch["frame_lengths"])
         t = teacher(batch["features"], batch["frame_lengths"])
-    valid = token_validity(batch["frame_lengths"], 250, 6, torch.device("cpu"))
+    valid = s.valid
+    assert valid.sum(1).tolist() == [150, 250, 250, 250, 150, 250]  # clips 0 and 4 hold 6 s of audio
     sup = supervised_loss(s, batch["strong"], batch["weak"], batch["has_strong"], batch["has_weak"], valid).total
     # Distillation by hand over ALL clips (incl. unlabeled), valid frames only.
     sp, tp = s.frame_probs.double(), t.frame_probs.double()
@@ -151,6 +145,8 @@ def test_group_permutation_stays_within_groups():
 
 def test_mixup_mixes_targets_like_features_and_leaves_unlabeled_alone():
     batch = collate([TinySED(9)[i] for i in range(9)])
+    model = SEDModel(EncoderConfig.named("frame_tiny"), CLASSES)
+    batch["features"], batch["frame_lengths"] = model.features(batch["waveforms"], batch["lengths"])
     torch.manual_seed(3)
     mixed, lam, perm = mixup_batch(batch, alpha=0.2)
     lf = lam[:, None, None]
@@ -160,3 +156,16 @@ def test_mixup_mixes_targets_like_features_and_leaves_unlabeled_alone():
     assert torch.equal(mixed["features"][unl], batch["features"][unl])
     assert torch.equal(batch["has_strong"][perm], batch["has_strong"])
     assert ((mixed["weak"] >= 0) & (mixed["weak"] <= 1)).all()
+
+
+def test_mixup_mixes_each_feature_tensor_of_a_model_with_two_frontends():
+    batch = collate([TinySED(6)[i] for i in range(6)])
+    cnn, atst = torch.randn(6, 128, 626), torch.randn(6, 64, 1001)
+    batch["features"], batch["frame_lengths"] = (cnn, atst), None
+    torch.manual_seed(3)
+    mixed, lam, perm = mixup_batch(batch, alpha=0.2, mix_unlabeled=True)
+    assert isinstance(mixed["features"], tuple) and len(mixed["features"]) == 2
+    for got, x in zip(mixed["features"], (cnn, atst)):
+        lf = lam[:, None, None]
+        assert torch.allclose(got, lf * x + (1 - lf) * x[perm])
+

@@ -23,7 +23,8 @@ from atst_sed.cli.main import main
 from atst_sed.config import read_yaml, to_dict
 from atst_sed.models.checkpoint import load_checkpoint
 from atst_sed.training.callbacks import ResumePoint
-from atst_sed.training.run import load_recipe, resume_checkpoint
+from atst_sed.runfolder import RunFolder
+from atst_sed.training.run_config import load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 300
@@ -103,7 +104,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(tiny_corpus,
     assert code == -signal.SIGKILL, err
     a, b = tmp_path / "runs" / "straight", tmp_path / "runs" / "resumed"
     # the resume checkpoint holds the last finished epoch, not the best one; the stage had not finished
-    assert ResumePoint.read(resume_checkpoint(b / "finetune_frame")) == ResumePoint(epochs=3, steps=3 * STEPS_PER_EPOCH)
+    assert ResumePoint.read(RunFolder(b).stage("finetune_frame").resume_checkpoint) == ResumePoint(epochs=3, steps=3 * STEPS_PER_EPOCH)
     assert not (b / "finetune_frame" / "metrics.json").exists()
     assert {int(r["epoch"]) for r in csv_rows(b) if r["train/loss_epoch"]} == {0, 1, 2}, "finished epochs' logs not on disk at the kill"
     assert {int(r["epoch"]) for r in csv_rows(b) if r["val/loss"]} == {1}
@@ -151,7 +152,8 @@ def test_the_resume_checkpoint_is_the_last_epoch_and_best_ckpt_the_only_best_mod
     stage = tmp_path / "mini_probe" / "finetune_frame"
     metrics = json.loads((stage / "metrics.json").read_text())
     assert metrics["best_epoch"] == 1 and metrics["global_step"] == 6
-    assert ResumePoint.read(resume_checkpoint(stage)) == ResumePoint(epochs=3, steps=6)  # not the best epoch's
+    resume = RunFolder(tmp_path / "mini_probe").stage("finetune_frame").resume_checkpoint
+    assert ResumePoint.read(resume) == ResumePoint(epochs=3, steps=6)  # not the best epoch's
     assert sorted(p.name for p in (stage / "lightning").iterdir()) == ["last.ckpt"]  # no second best-model tracker
     best = load_checkpoint(stage / "checkpoints" / "best.ckpt")
     assert best.meta["epochs"] == 2 and best.meta["monitor"] == metrics["monitor"] == "val/loss"
@@ -168,7 +170,7 @@ def test_a_corrupt_or_pickle_carrying_resume_checkpoint_is_refused_in_one_line(k
     run = tmp_path / "runs" / "mini_probe"
     (run / "finetune_frame" / "lightning").mkdir(parents=True)
     (run / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    bad = _write(resume_checkpoint(run / "finetune_frame"), content)
+    bad = _write(RunFolder(run).stage("finetune_frame").resume_checkpoint, content)
     assert main(["train", str(REPO / "recipes" / "mini_probe"), f"data.root={tiny_corpus}", "--resume", "--root-dir", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith(f"atst-sed train: error: {bad}: "), err

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -12,18 +14,19 @@ import torch
 from atst_sed.cli.main import main
 from atst_sed.config import read_yaml, to_dict
 from atst_sed.evaluation.runs import collect_test_results
-from atst_sed.features import FrontendConfig
-from atst_sed.labels import DESED_CLASSES
+from atst_sed.frontend import FrontendConfig
+from atst_sed.labels import DESED_CLASSES, ClassMap, events_to_frames
 from atst_sed.models.checkpoint import load_checkpoint, save_checkpoint
 from atst_sed.models.encoder import ATSTEncoder
-from atst_sed.training.pretrain_run import load_pretrain_config
-from atst_sed.training.run import Run, RunConfig, build_model, load_recipe
+from atst_sed.models.factory import build_model
+from atst_sed.timegrid import FrameGrid
+from atst_sed.training.pretrain_config import load_pretrain_config
+from atst_sed.training.run import Run
+from atst_sed.training.run_config import RunConfig, load_recipe
+from mini_settings import MINI_FAST
 
 REPO = Path(__file__).resolve().parents[2]
-FAST = [
-    "data.batch_size=8", "data.num_workers=0", "data.epoch_length=2", "data.val_batch_size=12",
-    "trainer.max_epochs=1", "trainer.log_every_n_steps=1", "trainer.check_val_every_n_epoch=1",
-]
+FAST = MINI_FAST
 
 
 def test_default_yaml_documents_exactly_the_dataclass_defaults():
@@ -54,12 +57,9 @@ def test_linear_evaluation_recipe_trains_the_head_of_a_frozen_pretrained_encoder
     assert (tmp_path / "mini_probe" / "test" / "student" / "metrics.json").is_file()
 
 
-def test_every_stage_of_the_mini_recipe_runs_and_the_run_folder_describes_itself(tiny_corpus, tmp_path):
-    # (FAST's data.batch_size / epoch_length also replace recipes/mini's finetune_clip overrides: the command line wins)
-    hold_out = ["data.weak_val_fraction=0.25"]  # 3 of the 12 weak clips validate (val/weak_f1)
-    code = main(["train", str(REPO / "recipes" / "mini"), f"data.root={tiny_corpus}", "--root-dir", str(tmp_path), *FAST, *hold_out])
-    assert code == 0
-    run = tmp_path / "mini"
+def test_every_stage_of_the_mini_recipe_runs_and_the_run_folder_describes_itself(tiny_corpus, mini_run):
+    # the session's recipes/mini run; 3 of the 12 weak clips validate (val/weak_f1)
+    run = mini_run
     stages = ["untrained", "finetune_clip", "finetune_frame", "distill_c2f", "test"]
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["stages"] == stages
@@ -145,3 +145,34 @@ def test_interrupted_stage_resumes_to_the_same_weights(tiny_corpus, tmp_path):
     mb = json.loads((interrupted.dir / "finetune_frame" / "metrics.json").read_text())
     assert ma["global_step"] == mb["global_step"] == 6
     assert ma["best_epoch"] == mb["best_epoch"] and ma["val"] == pytest.approx(mb["val"])
+
+
+def test_a_model_on_a_64ms_grid_trains_and_tests_on_its_own_grid(tiny_corpus, tmp_path):
+    """Label encoding, training and the test stage read the frame grid from the model: a frontend hop of
+    256 samples (and a 156-token encoder) gives 64 ms frames, and targets, scores and events follow."""
+    grid = FrameGrid(256, 4)
+    over = [*FAST, f"data.root={tiny_corpus}", "data.frontend.hop_length=256", "models.frame.overrides.max_tokens=156"]
+    cfg = load_recipe(REPO / "recipes" / "mini", over)
+    cfg.stages = {"finetune_frame": cfg.stages["finetune_frame"], "test": cfg.stages["test"]}
+    run = Run(cfg, tmp_path / "run")
+    run.run()
+    model = load_checkpoint(run.dir / "finetune_frame" / "checkpoints" / "best.ckpt").model
+    assert model.grid == grid and model.spec.window_samples == 156 * 1024
+    # training targets: 156 frames of 64 ms per 10 s clip, the labels encoded on that grid
+    dataset = run.data(cfg, model.grid).dataset("synth_val")
+    for index in range(3):
+        events = dataset.events[dataset.events["filename"] == dataset.filenames[index]]
+        want = events_to_frames(events, ClassMap(DESED_CLASSES), 156, grid=grid)
+        np.testing.assert_array_equal(dataset[index]["strong"].numpy(), want)
+    # test outputs: score files on the 64 ms grid, events at multiples of 64 ms
+    test_set = run.data(cfg, model.grid).dataset(cfg.data.test_set)
+    lengths = dict(zip(test_set.filenames, test_set.num_samples))
+    out = run.dir / "test" / "student"
+    for path in sorted((out / "scores").glob("*.tsv")):
+        table = pd.read_csv(path, sep="\t")
+        assert len(table) == grid.n_frames(int(lengths[path.stem + ".wav"]))
+        np.testing.assert_allclose(table["onset"], np.arange(len(table)) * 0.064, atol=1e-9)
+    tables = [pd.read_csv(p, sep="\t").dropna() for p in (out / "operating_points").glob("*.tsv")]
+    events = pd.concat([t for t in tables if len(t)])
+    assert len(events) and np.allclose(events[["onset", "offset"]] / 0.064, np.round(events[["onset", "offset"]] / 0.064), atol=1e-6)
+    assert json.loads((out / "metrics.json").read_text())["n_clips"] == 12

@@ -12,7 +12,8 @@ from sed_scores_eval import intersection_based
 from atst_sed.data.corpus import SETS
 from atst_sed.events import read_durations_tsv, read_strong_tsv
 from atst_sed.labels import DESED_CLASSES, ClassMap, events_to_frames
-from atst_sed.training.testing import write_test_outputs
+from atst_sed.timegrid import ATST_GRID
+from atst_sed.training.scoring import write_test_outputs
 
 PSDS = {
     "psds1": dict(dtc_threshold=0.7, gtc_threshold=0.7, cttc_threshold=None, alpha_ct=0.0),
@@ -30,7 +31,7 @@ def test_threshold_free_psds_of_processed_and_raw_scores_match_sed_scores_eval(t
         truth = events_to_frames(gt[gt["filename"] == name], ClassMap(DESED_CLASSES), n)
         scores[name.removesuffix(".wav")] = np.clip(0.15 + 0.6 * truth + rng.normal(0, 0.13, truth.shape), 0, 1).astype(np.float32)
     out = tmp_path / "student"
-    metrics = write_test_outputs(out, scores, gt, durations, list(DESED_CLASSES), median_filter=9)
+    metrics = write_test_outputs(out, scores, gt, durations, list(DESED_CLASSES), 9, ATST_GRID)
     written = json.loads((out / "metrics.json").read_text())
     assert {k: v for k, v in written.items() if "psds" in k} == {k: v for k, v in metrics.items() if "psds" in k}
     for folder, suffix in (("scores", ""), ("scores_raw", "_raw")):

@@ -1,14 +1,17 @@
-"""Per-clip frame score files in sed_scores_eval's format, and decoding them to operating points.
+"""Per-clip frame score files in sed_scores_eval's format: write, parse and check, read.
 
 A score file ``<clip_id>.tsv`` has the columns ``onset offset <class_1> ... <class_C>``: one row per
 frame, ``onset``/``offset`` in seconds, consecutive frames touching. Clip ids are file names
 without directory and audio extension (``Y1_0.000_10.000.wav`` -> ``Y1_0.000_10.000``), as
-sed_scores_eval and the DCASE baselines use them.
+sed_scores_eval and the DCASE baselines use them; ``atst-sed detect`` names the score file of a
+file found in a sub-folder with :func:`score_file_id`. Decoding score tables into events is
+:func:`atst_sed.decoding.scores_to_operating_points`.
 """
 
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Mapping, Sequence
 from os import PathLike
 from pathlib import Path
@@ -24,14 +27,13 @@ __all__ = [
     "parse_score_table",
     "read_score_files",
     "score_dataframe",
-    "scores_to_operating_points",
+    "score_file_id",
     "write_score_files",
 ]
 
 
 def score_dataframe(
-    scores: np.ndarray, classes: Sequence[str], frame_seconds: float = 0.04,
-    offset_seconds: float = 0.0,
+    scores: np.ndarray, classes: Sequence[str], frame_seconds: float, offset_seconds: float = 0.0,
 ) -> pd.DataFrame:
     """sed_scores_eval score DataFrame from a (T, C) array of frame scores.
 
@@ -53,7 +55,7 @@ def write_score_files(
     directory: str | PathLike[str],
     scores: Mapping[str, np.ndarray],
     classes: Sequence[str],
-    frame_seconds: float = 0.04,
+    frame_seconds: float,
     offset_seconds: Mapping[str, float] | None = None,
 ) -> list[Path]:
     """Write one sed_scores_eval TSV per clip, ``<directory>/<clip_id>.tsv`` (each atomically).
@@ -62,7 +64,7 @@ def write_score_files(
         directory: output folder (created).
         scores: ``{filename or clip id: (T, C) scores}``; extensions are stripped for file names.
         classes: the C class names (column order).
-        frame_seconds: frame length in seconds (0.04 = ATST token).
+        frame_seconds: frame length in seconds (a model's ``grid.frame_seconds``).
         offset_seconds: optional start time (s) of frame 0 per clip (default 0).
 
     Returns:
@@ -80,6 +82,13 @@ def write_score_files(
         atomic_write_text(path, buffer.getvalue())
         written.append(path)
     return written
+
+
+def score_file_id(filename: str) -> str:
+    """Clip id of a score file: the file name without extension (sed_scores_eval convention);
+    sub-folders of an input folder are joined with ``__`` so ids stay flat file names."""
+    p = Path(filename)
+    return str(p.with_suffix("")).replace(os.sep, "__").replace("/", "__")
 
 
 def _cell(value: object) -> str:
@@ -174,52 +183,3 @@ def read_score_files(directory: str | PathLike[str]) -> tuple[dict[str, pd.DataF
         out[path.stem] = frame
     assert classes is not None
     return out, classes
-
-
-def scores_to_operating_points(
-    scores: Mapping[str, pd.DataFrame], thresholds: Sequence[float],
-) -> dict[float, pd.DataFrame]:
-    """Threshold score DataFrames into one event table per threshold.
-
-    Same decoding as ``sed_scores_eval.base_modules.detection.scores_to_event_list`` (an event is
-    a run of frames with score ``> threshold``; onset = first frame's onset, offset = last
-    frame's offset; tests check the two agree), vectorised over thresholds, frames and classes
-    (the library's per-clip, per-threshold call takes ~1 min at DESED scale). No median filter
-    here: score files are expected to be post-processed already (as DCASE 2023+ / ATST-SED write
-    them).
-
-    Returns:
-        ``{threshold: DataFrame[filename (clip id), onset, offset, event_label]}``.
-    """
-    levels = np.asarray([float(t) for t in thresholds], dtype=np.float64)
-    parts: list[tuple[np.ndarray, ...]] = []
-    classes: list[str] | None = None
-    for name, frame in scores.items():
-        if classes is None:
-            classes = [str(c) for c in frame.columns[2:]]
-        values = frame.iloc[:, 2:].to_numpy(np.float64)  # (T, C)
-        starts_t = frame["onset"].to_numpy(np.float64)
-        ends_t = frame["offset"].to_numpy(np.float64)
-        active = values.T[None, :, :] > levels[:, None, None]  # (K, C, T)
-        padded = np.zeros(active.shape[:2] + (active.shape[2] + 2,), dtype=np.int8)
-        padded[:, :, 1:-1] = active
-        change = np.diff(padded, axis=2)  # (K, C, T + 1)
-        k_on, c_on, t_on = np.nonzero(change == 1)  # ordered by (k, c, t): runs pair up
-        _, _, t_off = np.nonzero(change == -1)
-        if k_on.size:
-            parts.append((np.full(k_on.size, name, dtype=object), k_on, c_on,
-                          starts_t[t_on], ends_t[t_off - 1]))
-    names_all = np.concatenate([p[0] for p in parts]) if parts else np.empty(0, object)
-    k_all = np.concatenate([p[1] for p in parts]) if parts else np.empty(0, int)
-    c_all = np.concatenate([p[2] for p in parts]) if parts else np.empty(0, int)
-    on_all = np.concatenate([p[3] for p in parts]) if parts else np.empty(0)
-    off_all = np.concatenate([p[4] for p in parts]) if parts else np.empty(0)
-    labels = np.asarray(classes or [], dtype=object)
-    out = {}
-    for k, threshold in enumerate(levels):
-        sel = k_all == k
-        out[float(threshold)] = pd.DataFrame({
-            "filename": names_all[sel], "onset": on_all[sel], "offset": off_all[sel],
-            "event_label": labels[c_all[sel]] if sel.any() else np.empty(0, object),
-        })
-    return out

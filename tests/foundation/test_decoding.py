@@ -1,4 +1,5 @@
-"""Median filter, thresholds and event decoding against scipy.ndimage and hand cases."""
+"""Decoding: settings per class, median filter, thresholds and events against scipy.ndimage, sed_scores_eval's
+format and hand cases; one multi-threshold decoder for probabilities and score tables."""
 
 from __future__ import annotations
 
@@ -9,12 +10,18 @@ import pandas as pd
 import pytest
 import scipy.ndimage
 
-from atst_sed.inference.postprocess import (
+from atst_sed.decoding import (
+    Decoding,
+    DecodingError,
     dcase2022_thresholds,
     decode_events,
     decode_operating_points,
     median_filter,
+    scores_to_operating_points,
 )
+from atst_sed.errors import AtstSedError
+from atst_sed.score_files import score_dataframe
+from atst_sed.timegrid import FrameGrid
 
 CLASSES = ["a", "b", "c", "d"]
 
@@ -135,3 +142,46 @@ def test_decode_operating_points_is_fast_for_a_validation_set():
 def test_decode_operating_points_empty():
     tables = decode_operating_points({}, CLASSES, [0.5])
     assert list(tables) == [0.5] and tables[0.5].empty
+
+
+def test_decoding_settings_expand_once_from_one_value_a_list_or_a_class_map():
+    classes = ["Dog", "Cat", "Speech"]
+    default = Decoding.for_classes(classes)
+    assert (default.thresholds, default.median_filter) == ((0.5,) * 3, (7,) * 3)
+    one = Decoding.for_classes(classes, 0.3, 5)
+    assert (one.thresholds, one.median_filter) == ((0.3,) * 3, (5,) * 3)
+    listed = Decoding.for_classes(classes, [0.1, 0.2, 0.3], [1, 3, 5])
+    mapped = Decoding.for_classes(classes, {"Cat": 0.9}, {"Speech": 11}, base=listed)
+    assert (mapped.thresholds, mapped.median_filter) == ((0.1, 0.9, 0.3), (1, 3, 11))
+    assert Decoding.from_dict(classes, mapped.to_dict()) == mapped  # what checkpoints store
+    assert Decoding.from_dict(classes, {}) == default
+    with pytest.raises(DecodingError, match="unknown class 'Bird'"):
+        Decoding.for_classes(classes, {"Bird": 0.2})
+    with pytest.raises(DecodingError, match=r"expected one value or 3 \(one per class\), got 2"):
+        Decoding.for_classes(classes, median_filter=[3, 3])
+    assert issubclass(DecodingError, ValueError) and issubclass(DecodingError, AtstSedError)
+
+
+def test_arrays_and_score_tables_are_decoded_by_one_multi_threshold_decoder():
+    """decode_operating_points (probabilities on a grid) and scores_to_operating_points (score files)
+    give the same events from the same frames: one decoder (threshold_runs) behind both."""
+    clips = _random_clips(12, seed=4)
+    th = dcase2022_thresholds(10)
+    from_arrays = decode_operating_points(clips, CLASSES, th, median_sizes=1)
+    tables = {name: score_dataframe(p, CLASSES, 0.04) for name, p in clips.items()}
+    from_tables = scores_to_operating_points(tables, th)
+    for t in th:
+        a = from_arrays[float(round(t, 10))]
+        b = from_tables[float(t)].sort_values(["filename", "onset", "event_label"], kind="stable").reset_index(drop=True)
+        assert len(a) == len(b) and list(a["filename"]) == list(b["filename"])
+        assert list(a["event_label"]) == list(b["event_label"])
+        np.testing.assert_allclose(a[["onset", "offset"]], b[["onset", "offset"]], atol=1e-6)
+
+
+def test_operating_points_follow_the_grid_they_are_given():
+    probs = np.zeros((40, 4), dtype=np.float32)
+    probs[5:9, 2] = 0.9
+    grid = FrameGrid(256, 4)  # 64 ms
+    table = decode_operating_points({"x": probs}, CLASSES, [0.5], median_sizes=1, grid=grid)[0.5]
+    assert table[["onset", "offset", "event_label"]].values.tolist() == [[0.32, 0.576, "c"]]
+    assert decode_events(probs, CLASSES, 0.5, 1, grid=grid)[["onset", "offset"]].values.tolist() == [[0.32, 0.576]]

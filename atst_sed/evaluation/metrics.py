@@ -25,16 +25,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from atst_sed.evaluation.f1 import intersection_f1, sed_eval_metrics, _summary
+from atst_sed.decoding import DCASE2022_THRESHOLDS, scores_to_operating_points
+from atst_sed.evaluation.f1 import _summary, intersection_f1, sed_eval_metrics
 from atst_sed.evaluation.psds import (
-    DCASE2022_THRESHOLDS,
     SCENARIOS,
     PsdsResult,
     psds_from_operating_points,
     sed_scores_ground_truth,
     threshold_free_psds,
 )
-from atst_sed.evaluation.scores import scores_to_operating_points
 from atst_sed.events import clip_id
 
 __all__ = [

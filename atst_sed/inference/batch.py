@@ -1,22 +1,29 @@
-"""Detection over many inputs (files, folders, globs) with per-file error reporting."""
+"""Detection over many inputs (files, folders, globs): the library side of ``atst-sed detect``.
+
+:func:`detect_inputs` writes the events CSV, score files and pictures and returns a
+:class:`DetectionReport` with one line per input that could not be used; it prints nothing (the
+CLI prints the lines, ``atst-sed package --eval-audio`` collects them).
+"""
 
 from __future__ import annotations
 
 import glob
 import logging
-import sys
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from atst_sed.audio import is_audio_file, unusable_path_reason
-from atst_sed.errors import AtstSedError
+from atst_sed.audio import is_audio_file, load_audio, unusable_path_reason
+from atst_sed.errors import AtstSedError, InputError
+from atst_sed.events import SCORED_EVENT_COLUMNS, write_events_csv
 from atst_sed.fileio import check_output_folder, resolve_output
-from atst_sed.inference.postprocess import SCORED_EVENT_COLUMNS
+from atst_sed.frontend import FrontendConfig
+from atst_sed.inference.windows import DEFAULT_HOP_SECONDS
+from atst_sed.score_files import score_file_id, write_score_files
 
 if TYPE_CHECKING:  # the detector (torch) is imported when detection runs
     from atst_sed.inference.detector import FileScores
@@ -80,15 +87,20 @@ def collect_inputs(inputs: Sequence[str]) -> tuple[list[InputFile], list[str]]:
     return found, problems
 
 
-def _progress(total: int, stream: TextIO):
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+@dataclass
+class DetectionReport:
+    """What :func:`detect_inputs` did: files processed, one line per problem (an input that could not
+    be used or failed) and per warning (e.g. a digitally silent recording, processed anyway), and the
+    number of events written."""
 
-    console = Console(file=stream)
-    return Progress(
-        TextColumn("detect"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), TextColumn("{task.description}"),
-        console=console, transient=True, disable=total < 2 or not console.is_terminal,
-    )
+    files: int = 0
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    events: int = 0
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.problems)
 
 
 PLOT_FORMATS = ("png", "html", "both")
@@ -97,13 +109,14 @@ DEFAULT_PLOT_CLASSES = 10
 
 def write_pictures(
     stem: Path, plot_format: str, audio: np.ndarray, scores: FileScores, events: pd.DataFrame, classes: Sequence[str],
-    thresholds: Sequence[float], max_classes: int,
+    thresholds: Sequence[float], max_classes: int, frontend: FrontendConfig | None = None,
 ) -> list[Path]:
     """Write the pictures of one recording (``audio`` (N,) at 16 kHz): ``stem.png`` (``stem_p1.png``
     … for a long one) for ``plot_format`` png, ``stem.html`` for html, both for both."""
     from atst_sed.inference.plot import PlotInput, plot_detection
 
-    data = PlotInput(audio, scores.probs, events, classes, scores.frame_seconds, scores.filename, thresholds)
+    data = PlotInput(audio, scores.probs, events, classes, scores.frame_seconds, scores.filename, thresholds,
+                     frontend or FrontendConfig())
     written: list[Path] = []
     if plot_format in ("png", "both"):
         written += plot_detection(stem.with_name(stem.name + ".png"), data, max_classes=max_classes)
@@ -114,7 +127,7 @@ def write_pictures(
     return written
 
 
-def run_detect(
+def detect_inputs(
     inputs: Sequence[str],
     checkpoint: str,
     output: str = "-",
@@ -124,25 +137,29 @@ def run_detect(
     plot_classes: int | None = None,
     thresholds: float | Mapping[str, float] | None = None,
     median_filter: int | Mapping[str, int] | None = None,
-    hop: float = 5.0,
+    hop: float = DEFAULT_HOP_SECONDS,
     batch_size: int | None = None,
     device: str = "auto",
     precision: str = "auto",
     variant: str | None = None,
-    stderr: TextIO | None = None,
-) -> int:
-    """The ``atst-sed detect`` command. Returns 0, or 1 when any input failed (each reported as
-    one line on ``stderr``). Bad settings or checkpoint raise :class:`AtstSedError` (exit 2).
+    on_message: Callable[[str], None] | None = None,
+    on_progress: Callable[[int, int, str], None] | None = None,
+) -> DetectionReport:
+    """Detect events in files, folders and glob patterns with a SED checkpoint; write the events CSV
+    to ``output`` (``-``: standard output), per-file score files into ``scores_dir`` and pictures
+    into ``plot_dir``. The library side of ``atst-sed detect``: nothing is printed.
+
+    Inputs that cannot be used are reported one line each in the returned
+    :class:`DetectionReport` (and, as they happen, to ``on_message``); the others are still
+    processed. ``on_progress(done, total, current file name)`` follows the files. Bad settings or an
+    unusable checkpoint raise :class:`AtstSedError` before anything is read.
 
     ``plot_dir`` gets, per file, PNG page(s) and/or an interactive HTML view (``plot_format``
     ``png`` (default), ``html`` or ``both``) showing at most ``plot_classes`` classes (default
-    ``DEFAULT_PLOT_CLASSES``); both options need ``plot_dir``."""
-    from atst_sed.errors import InputError
+    ``DEFAULT_PLOT_CLASSES``); both options need ``plot_dir``.
+    """
     from atst_sed.inference.detector import Detector
-    from atst_sed.inference.outputs import score_file_id, write_events_csv, write_scores
-    from atst_sed.inference.windows import plan_windows, read_audio_16k
 
-    stderr = stderr or sys.stderr
     for folder, option in ((scores_dir, "--scores-dir"), (plot_dir, "--plot")):
         if folder is not None:
             check_output_folder(folder, option)
@@ -166,21 +183,31 @@ def run_detect(
         )
     except ValueError as err:
         raise AtstSedError(str(err)) from None
+    report = DetectionReport()
+
+    def note(line: str, problem: bool = True) -> None:
+        (report.problems if problem else report.warnings).append(line)
+        if on_message is not None:
+            on_message(line)
+
     files, problems = collect_inputs(inputs)
     for line in problems:
-        print(f"atst-sed detect: {line}", file=stderr)
-    failed = len(problems)
+        note(line)
+    report.files = len(files)
     events: list[pd.DataFrame] = []
+    done = 0
 
-    def report(f: InputFile, err: Exception) -> None:
-        nonlocal failed
-        failed += 1
+    def progress(name: str) -> None:
+        if on_progress is not None:
+            on_progress(done, len(files), name)
+
+    def failed(f: InputFile, err: Exception) -> None:
         if isinstance(err, InputError):
-            print(f"atst-sed detect: {err}", file=stderr)
+            note(str(err))
         elif isinstance(err, MemoryError):
-            print(f"atst-sed detect: {f.path}: out of memory", file=stderr)
+            note(f"{f.path}: out of memory")
         else:
-            print(f"atst-sed detect: {f.path}: {err}", file=stderr)
+            note(f"{f.path}: {err}")
 
     def finish(group: list[tuple[InputFile, np.ndarray]]) -> None:
         """Score a group of read recordings together, then write each one's outputs."""
@@ -188,48 +215,49 @@ def run_detect(
             all_scores = detector.scores_many([(audio, f.name) for f, audio in group])
         except (AtstSedError, MemoryError) as err:
             for f, _ in group:
-                report(f, err)
+                failed(f, err)
             return
         for (f, audio), scores in zip(group, all_scores):
             try:
                 found = detector.events(scores, f.name)
                 if scores_dir:
-                    write_scores(scores_dir, {score_file_id(f.name): scores.probs}, detector.classes)
+                    write_score_files(scores_dir, {score_file_id(f.name): scores.probs}, detector.classes, scores.frame_seconds)
                 if plot_dir:
                     write_pictures(Path(plot_dir) / score_file_id(f.name), plot_format, audio, scores, found,
-                                   detector.classes, detector.thresholds, plot_classes)
+                                   detector.classes, detector.thresholds, plot_classes, detector.spec.frontend)
                 events.append(found)
             except (AtstSedError, OSError) as err:
-                report(f, err)
+                failed(f, err)
 
     # Recordings are read one by one and scored in groups of about one batch of windows, so that
     # many short files share forward passes; a long recording forms its own group.
-    with _progress(len(files), stderr) as progress:
-        task = progress.add_task("", total=len(files))
-        group: list[tuple[InputFile, np.ndarray]] = []
-        windows = 0
-        for f in files:
-            progress.update(task, description=f.name)
-            try:
-                audio = read_audio_16k(f.path)
-                detector.check_length(len(audio), str(f.path))
-                if not np.any(audio):
-                    print(f"atst-sed detect: {f.path}: warning: the recording is digitally silent (processed anyway)", file=stderr)
-                group.append((f, audio))
-                windows += len(plan_windows(len(audio), detector.hop_tokens))
-            except (AtstSedError, MemoryError) as err:
-                report(f, err)
-                progress.advance(task)
-            if windows >= detector.batch_size:
-                finish(group)
-                progress.advance(task, len(group))
-                group, windows = [], 0
-        if group:
+    group: list[tuple[InputFile, np.ndarray]] = []
+    windows = 0
+    for f in files:
+        progress(f.name)
+        try:
+            audio = load_audio(f.path, detector.spec.sample_rate).numpy()
+            detector.check_length(len(audio), str(f.path))
+            if not np.any(audio):
+                note(f"{f.path}: warning: the recording is digitally silent (processed anyway)", problem=False)
+            group.append((f, audio))
+            windows += len(detector.windows.plan(len(audio)))
+        except (AtstSedError, MemoryError) as err:
+            failed(f, err)
+            done += 1
+            progress(f.name)
+        if windows >= detector.batch_size:
             finish(group)
-            progress.advance(task, len(group))
+            done += len(group)
+            progress(f.name)
+            group, windows = [], 0
+    if group:
+        finish(group)
+        done += len(group)
+        progress(group[-1][0].name)
     events = [e for e in events if len(e)]
-    table = pd.concat(events, ignore_index=True) if events else pd.DataFrame(columns=SCORED_EVENT_COLUMNS)
+    table = pd.concat(events, ignore_index=True) if events else pd.DataFrame(columns=list(SCORED_EVENT_COLUMNS))
     write_events_csv(output, table)
-    n_ok = len(files) - (failed - len(problems))
-    log.debug("detect: %d files processed, %d failed, %d events", n_ok, failed, len(table))
-    return 1 if failed else 0
+    report.events = len(table)
+    log.debug("detect: %d files, %d problems, %d events", len(files), len(report.problems), len(table))
+    return report
