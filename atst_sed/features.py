@@ -26,7 +26,12 @@ TOKEN_SECONDS = 1.0 / TOKENS_PER_SECOND  # 0.04
 
 @dataclass(frozen=True)
 class FrontendConfig:
-    """The official ATST frontend (audiossl): power mel → dB (top_db per clip) → global min-max."""
+    """The official ATST frontend (audiossl): power mel → dB (top_db per clip) → global min-max.
+
+    ``clamp_db_min`` / ``clamp_db_max`` (None: no clamp) clamp the dB values after the top_db floor
+    and before the min-max mapping: ATST-SED feeds its ATST branch with dB clamped to [-50, 80]
+    (:data:`ATST_SED_BRANCH`); audiossl does not clamp.
+    """
 
     sample_rate: int = SAMPLE_RATE
     n_fft: int = 1024
@@ -38,9 +43,15 @@ class FrontendConfig:
     top_db: float = 80.0
     db_min: float = -79.6482
     db_max: float = 50.6842
+    clamp_db_min: float | None = None
+    clamp_db_max: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+#: The ATST branch of ATST-SED: the audiossl frontend with dB clamped to [-50, 80] before min-max.
+ATST_SED_BRANCH = FrontendConfig(clamp_db_min=-50.0, clamp_db_max=80.0)
 
 
 def samples_to_frames(n_samples: int | Tensor) -> int | Tensor:
@@ -85,6 +96,46 @@ def seconds_to_samples(seconds: float, sample_rate: int = SAMPLE_RATE) -> int:
     return int(round(seconds * sample_rate))
 
 
+def check_long_enough(n_samples: int, n_fft: int, sample_rate: int = SAMPLE_RATE) -> None:
+    """A centred STFT reflects ``n_fft // 2`` samples at each end: shorter audio cannot be analysed."""
+    if n_samples <= n_fft // 2:
+        raise AtstSedError(
+            f"audio of {n_samples} samples is too short: at least {n_fft // 2 + 1} samples "
+            f"({(n_fft // 2 + 1) / sample_rate * 1000:.0f} ms) are needed"
+        )
+
+
+def mel_per_clip(mel: nn.Module, waveform: Tensor, lengths: Tensor | None) -> Tensor:
+    """``mel(waveform)`` (B, M, F) for a zero-padded batch, computed so that each clip's frames equal
+    those of the clip alone: the centred STFT reflects the signal at its end, so the frames near a
+    shorter clip's end are recomputed from the clip by itself; frames past it are 0.
+    ``lengths`` (B,) valid samples (None: all valid)."""
+    spec = mel(waveform)
+    if lengths is None or not bool((lengths < waveform.shape[-1]).any()):
+        return spec
+    spec = spec.clone()
+    for i in torch.nonzero(lengths < waveform.shape[-1]).flatten().tolist():
+        own = mel(waveform[i, : int(lengths[i])])
+        spec[i, :, : own.shape[-1]] = own
+        spec[i, :, own.shape[-1] :] = 0.0
+    return spec
+
+
+def frames_inside(n_frames: int, valid_frames: Tensor, device: torch.device) -> Tensor:
+    """(B, 1, n_frames) bool: True for the frames inside each clip (``valid_frames`` (B,))."""
+    t = torch.arange(n_frames, device=device)
+    return (t[None, :] < valid_frames[:, None])[:, None, :]
+
+
+def keep_buffers_out_of_state_dict(frontend: nn.Module) -> None:
+    """Make a frontend's buffers (STFT window, mel filters: they follow from its config) non-persistent,
+    so a model that owns the frontend saves and loads only its learned weights."""
+    for m in frontend.modules():
+        for name, buf in list(m._buffers.items()):
+            if buf is not None:
+                m.register_buffer(name, buf, persistent=False)
+
+
 class LogMelFrontend(nn.Module):
     """Waveform (B, N) at 16 kHz → normalised log-mel (B, 64, N // 160 + 1), float32.
 
@@ -114,10 +165,11 @@ class LogMelFrontend(nn.Module):
         if valid_frames is None:
             peak = db.amax(dim=(-2, -1), keepdim=True)
         else:
-            t = torch.arange(db.shape[-1], device=db.device)
-            inside = (t[None, :] < valid_frames[:, None])[:, None, :]
+            inside = frames_inside(db.shape[-1], valid_frames, db.device)
             peak = db.masked_fill(~inside, float("-inf")).amax(dim=(-2, -1), keepdim=True)
         db = torch.maximum(db, peak - c.top_db)
+        if c.clamp_db_min is not None or c.clamp_db_max is not None:
+            db = db.clamp(c.clamp_db_min, c.clamp_db_max)
         return (db - c.db_min) / (c.db_max - c.db_min) * 2.0 - 1.0
 
     def forward(self, waveform: Tensor, lengths: Tensor | None = None) -> Tensor:
@@ -130,27 +182,86 @@ class LogMelFrontend(nn.Module):
         if squeeze:
             waveform = waveform[None]
         shortest = int(lengths.min()) if lengths is not None else waveform.shape[-1]
-        if shortest <= self.config.n_fft // 2:  # the centred STFT reflects n_fft / 2 samples at each end
-            raise AtstSedError(
-                f"audio of {shortest} samples is too short: at least {self.config.n_fft // 2 + 1} samples "
-                f"({(self.config.n_fft // 2 + 1) / self.config.sample_rate * 1000:.0f} ms) are needed"
-            )
+        check_long_enough(shortest, self.config.n_fft, self.config.sample_rate)
         with torch.autocast(device_type=waveform.device.type, enabled=False):
             waveform = waveform.float()
-            power = self.mel(waveform)
-            valid_frames = None
             if lengths is not None:
                 lengths = lengths.to(waveform.device)
-                valid_frames = samples_to_frames(lengths)
-                ragged = bool((lengths < waveform.shape[-1]).any())
-                if ragged:
-                    # The centred STFT reflects the signal at its end: recompute the frames near each
-                    # clip's end from the clip alone so that a padded clip equals the clip by itself.
-                    power = power.clone()
-                    for i in torch.nonzero(lengths < waveform.shape[-1]).flatten().tolist():
-                        n = int(lengths[i])
-                        own = self.mel(waveform[i, :n])
-                        power[i, :, : own.shape[-1]] = own
-                        power[i, :, own.shape[-1] :] = 0.0
+            power = mel_per_clip(self.mel, waveform, lengths)
+            valid_frames = None if lengths is None else samples_to_frames(lengths)
             features = self._normalise(power, valid_frames)
+        return features[0] if squeeze else features
+
+
+@dataclass(frozen=True)
+class ClipMinMaxMelConfig:
+    """ATST-SED's CNN-branch frontend: 128-mel amplitude spectrogram (hop 256 = 16 ms, Hamming window
+    with ``periodic=False``) → dB (``20·log10(max(x, amin))``) clamped to [-50, 80] → min-max over
+    each clip's mels × frames, ``(x - min) / (max - min + eps)``."""
+
+    sample_rate: int = SAMPLE_RATE
+    n_fft: int = 2048
+    win_length: int = 2048
+    hop_length: int = 256
+    f_min: float = 0.0
+    f_max: float = 8000.0
+    n_mels: int = 128
+    amin: float = 1e-5
+    clamp_db_min: float = -50.0
+    clamp_db_max: float = 80.0
+    eps: float = 1e-8
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ClipMinMaxMelFrontend(nn.Module):
+    """Waveform (B, N) at 16 kHz → per-clip min-max normalised dB mel (B, 128, N // 256 + 1), float32.
+
+    The min and max are each clip's own, over its valid frames when ``lengths`` is given (so a padded
+    clip equals the clip alone); frames past a clip's end are 0. Always float32, also under autocast.
+    """
+
+    def __init__(self, config: ClipMinMaxMelConfig | None = None):
+        super().__init__()
+        self.config = c = config or ClipMinMaxMelConfig()
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=c.sample_rate,
+            n_fft=c.n_fft,
+            win_length=c.win_length,
+            hop_length=c.hop_length,
+            f_min=c.f_min,
+            f_max=c.f_max,
+            n_mels=c.n_mels,
+            window_fn=torch.hamming_window,
+            wkwargs={"periodic": False},
+            power=1.0,
+        )
+
+    def n_frames(self, n_samples: int | Tensor) -> int | Tensor:
+        """Mel frames for ``n_samples`` (centred STFT)."""
+        return n_samples // self.config.hop_length + 1
+
+    def forward(self, waveform: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """``waveform`` (B, N) or (N,); ``lengths`` (B,) valid samples per clip (None: all valid)."""
+        c = self.config
+        squeeze = waveform.dim() == 1
+        if squeeze:
+            waveform = waveform[None]
+        check_long_enough(int(lengths.min()) if lengths is not None else waveform.shape[-1], c.n_fft, c.sample_rate)
+        with torch.autocast(device_type=waveform.device.type, enabled=False):
+            waveform = waveform.float()
+            if lengths is not None:
+                lengths = lengths.to(waveform.device)
+            amplitude = mel_per_clip(self.mel, waveform, lengths)
+            db = (20.0 * torch.log10(torch.clamp(amplitude, min=c.amin))).clamp(c.clamp_db_min, c.clamp_db_max)
+            if lengths is None:
+                low = db.amin(dim=(-2, -1), keepdim=True)
+                high = db.amax(dim=(-2, -1), keepdim=True)
+                features = (db - low) / (high - low + c.eps)
+            else:
+                inside = frames_inside(db.shape[-1], self.n_frames(lengths), db.device)
+                low = db.masked_fill(~inside, float("inf")).amin(dim=(-2, -1), keepdim=True)
+                high = db.masked_fill(~inside, float("-inf")).amax(dim=(-2, -1), keepdim=True)
+                features = ((db - low) / (high - low + c.eps)).masked_fill(~inside, 0.0)
         return features[0] if squeeze else features

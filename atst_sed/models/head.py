@@ -1,4 +1,5 @@
-"""Attention-pooled frame classifier (as released with ATST-Frame for DESED)."""
+"""Frame classifiers on encoder tokens: attention-pooled (the DESED heads released with ATST-Frame)
+and linear-only (the AudioSet-strong head, which has no clip output)."""
 
 from __future__ import annotations
 
@@ -38,3 +39,28 @@ class AttentionPoolingHead(nn.Module):
             attention = attention * valid[..., None].to(attention.dtype)
         clip = (probs * attention).sum(dim=1) / attention.sum(dim=1)
         return SEDOutput(logits, probs, clip)
+
+
+class MaxPoolingHead(nn.Module):
+    """Frame probabilities p = sigmoid(W_s x) only (the released AudioSet-strong head: ``linear``).
+
+    The file has no clip head; the clip probability here is derived, not trained: the maximum of p
+    over each clip's valid frames ("does the class occur anywhere in the clip").
+    """
+
+    def __init__(self, width: int, n_classes: int):
+        super().__init__()
+        self.linear = nn.Linear(width, n_classes)
+        nn.init.normal_(self.linear.weight, std=0.01)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, frames: Tensor, valid: Tensor | None = None) -> SEDOutput:
+        """``frames`` (B, N, D) token embeddings; ``valid`` (B, N) bool (None: all valid)."""
+        logits = self.linear(frames)
+        probs = torch.sigmoid(logits)
+        inside = probs if valid is None else probs.masked_fill(~valid[..., None], 0.0)
+        return SEDOutput(logits, probs, inside.amax(dim=1))
+
+
+#: ``clip_pooling`` name → head class
+HEADS: dict[str, type[nn.Module]] = {"attention": AttentionPoolingHead, "max": MaxPoolingHead}

@@ -5,16 +5,23 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from atst_sed.models.encoder import ATSTEncoder, EncoderConfig
-from atst_sed.models.head import AttentionPoolingHead, SEDOutput
+from atst_sed.models.head import HEADS, SEDOutput
 
 
 class SEDModel(nn.Module):
-    """Normalised log-mel (B, 64, T) → frame probabilities (B, T // 4, C) and clip probabilities (B, C)."""
+    """Normalised log-mel (B, 64, T) → frame probabilities (B, T // 4, C) and clip probabilities (B, C).
 
-    def __init__(self, encoder: ATSTEncoder | EncoderConfig, n_classes: int):
+    ``clip_pooling``: ``attention`` (the DESED heads) or ``max`` (a frame-only head such as the
+    AudioSet-strong release; the clip probability is then the maximum over frames).
+    """
+
+    def __init__(self, encoder: ATSTEncoder | EncoderConfig, n_classes: int, clip_pooling: str = "attention"):
         super().__init__()
+        if clip_pooling not in HEADS:
+            raise ValueError(f"clip_pooling must be one of {sorted(HEADS)}, not {clip_pooling!r}")
         self.encoder = encoder if isinstance(encoder, ATSTEncoder) else ATSTEncoder(encoder)
-        self.head = AttentionPoolingHead(self.encoder.width, n_classes)
+        self.clip_pooling = clip_pooling
+        self.head = HEADS[clip_pooling](self.encoder.width, n_classes)
 
     @property
     def n_classes(self) -> int:
