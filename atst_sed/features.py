@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 import torchaudio
@@ -96,6 +97,15 @@ def seconds_to_samples(seconds: float, sample_rate: int = SAMPLE_RATE) -> int:
     return int(round(seconds * sample_rate))
 
 
+def mel_spectrogram(config: FrontendConfig | ClipMinMaxMelConfig, power: float, **window: Any) -> nn.Module:
+    """torchaudio's centred MelSpectrogram with a frontend config's STFT and mel settings."""
+    c = config
+    return torchaudio.transforms.MelSpectrogram(
+        sample_rate=c.sample_rate, n_fft=c.n_fft, win_length=c.win_length, hop_length=c.hop_length,
+        f_min=c.f_min, f_max=c.f_max, n_mels=c.n_mels, power=power, **window,
+    )
+
+
 def check_long_enough(n_samples: int, n_fft: int, sample_rate: int = SAMPLE_RATE) -> None:
     """A centred STFT reflects ``n_fft // 2`` samples at each end: shorter audio cannot be analysed."""
     if n_samples <= n_fft // 2:
@@ -148,16 +158,7 @@ class LogMelFrontend(nn.Module):
         super().__init__()
         self.config = config or FrontendConfig()
         c = self.config
-        self.mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=c.sample_rate,
-            n_fft=c.n_fft,
-            win_length=c.win_length,
-            hop_length=c.hop_length,
-            f_min=c.f_min,
-            f_max=c.f_max,
-            n_mels=c.n_mels,
-            power=2.0,
-        )
+        self.mel = mel_spectrogram(c, power=2.0)
 
     def _normalise(self, power: Tensor, valid_frames: Tensor | None) -> Tensor:
         c = self.config
@@ -225,18 +226,7 @@ class ClipMinMaxMelFrontend(nn.Module):
     def __init__(self, config: ClipMinMaxMelConfig | None = None):
         super().__init__()
         self.config = c = config or ClipMinMaxMelConfig()
-        self.mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=c.sample_rate,
-            n_fft=c.n_fft,
-            win_length=c.win_length,
-            hop_length=c.hop_length,
-            f_min=c.f_min,
-            f_max=c.f_max,
-            n_mels=c.n_mels,
-            window_fn=torch.hamming_window,
-            wkwargs={"periodic": False},
-            power=1.0,
-        )
+        self.mel = mel_spectrogram(c, power=1.0, window_fn=torch.hamming_window, wkwargs={"periodic": False})
 
     def n_frames(self, n_samples: int | Tensor) -> int | Tensor:
         """Mel frames for ``n_samples`` (centred STFT)."""

@@ -40,7 +40,8 @@ from urllib.parse import urlparse
 
 from atst_sed.errors import AtstSedError, InputError
 from atst_sed.fileio import atomic_path, atomic_write_text
-from atst_sed.models.official import DESED_CLASSES, OfficialSED, load_official_sed
+from atst_sed.labels import DESED_CLASSES
+from atst_sed.models.official import OfficialSED, load_official_sed
 
 log = logging.getLogger(__name__)
 

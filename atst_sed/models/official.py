@@ -43,6 +43,7 @@ from torch import Tensor
 
 from atst_sed.errors import InputError
 from atst_sed.features import ATST_SED_BRANCH, FrontendConfig
+from atst_sed.labels import DESED_CLASSES
 from atst_sed.models.checkpoint import (
     _flat_state_dict,
     _strict_load,
@@ -58,10 +59,6 @@ from atst_sed.models.token_sed import TokenSEDModel
 
 log = logging.getLogger(__name__)
 
-DESED_CLASSES: tuple[str, ...] = (
-    "Alarm_bell_ringing", "Blender", "Cat", "Dishes", "Dog",
-    "Electric_shaver_toothbrush", "Frying", "Running_water", "Speech", "Vacuum_cleaner",
-)
 LAYOUTS: tuple[str, ...] = ("audiossl-frame", "audiossl-clip", "audiossl-c2f", "atst-sed")
 ROLES: tuple[str, ...] = ("teacher", "student")
 DEFAULT_THRESHOLD = 0.5

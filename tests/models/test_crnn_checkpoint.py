@@ -10,7 +10,7 @@ from models_helpers import official, read_input
 
 from atst_sed.errors import InputError
 from atst_sed.models.crnn_checkpoint import crnn_checkpoint_dict, load_crnn_checkpoint, save_crnn_checkpoint
-from atst_sed.models.official import DESED_CLASSES
+from atst_sed.labels import DESED_CLASSES
 
 DECODING = {"thresholds": [0.5] * 10, "median_filter": [6, 20, 7, 4, 7, 6, 6, 6, 6, 6]}
 

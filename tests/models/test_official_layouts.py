@@ -13,7 +13,8 @@ from models_helpers import GOLDEN, LAYOUTS, golden_checkpoint, official
 from atst_sed.errors import InputError
 from atst_sed.models.crnn import ATSTSEDModel, CRNNConfig
 from atst_sed.models.encoder import EncoderConfig
-from atst_sed.models.official import DESED_CLASSES, load_official_sed, read_official_file
+from atst_sed.labels import DESED_CLASSES
+from atst_sed.models.official import load_official_sed, read_official_file
 from atst_sed.models.spec import ATST_GRID
 
 
