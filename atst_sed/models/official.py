@@ -142,11 +142,27 @@ def load_official_sed(
     from its label file). A file without such a model, or with another role / layout → :class:`InputError`.
     """
     path = Path(path)
+    _check_choices(path, role, layout)
+    return official_sed_from_checkpoint(read_official_file(path), path, role, layout, classes)
+
+
+def _check_choices(path: Path, role: str | None, layout: str | None) -> None:
     if layout is not None and layout not in LAYOUTS:
         raise InputError(path, f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
     if role is not None and role not in ROLES:
         raise InputError(path, f"unknown role {role!r}; use teacher or student")
-    raw = read_official_file(path)
+
+
+def official_sed_from_checkpoint(
+    raw: Any,
+    path: str | PathLike[str],
+    role: str | None = None,
+    layout: str | None = None,
+    classes: Sequence[str] | None = None,
+) -> OfficialSED:
+    """:func:`load_official_sed` on an already read checkpoint object ``raw`` (``path`` names it in errors)."""
+    path = Path(path)
+    _check_choices(path, role, layout)
     sd = _flat_state_dict(raw, path)
     found = official_layout(sd)
     if found is None:

@@ -4,6 +4,7 @@ anything the file does not hold is refused in one line naming the file."""
 from __future__ import annotations
 
 import pickle
+import zipfile
 
 import numpy as np
 import pytest
@@ -99,6 +100,21 @@ def test_audiossl_trainer_files_with_numpy_learning_rates_load_with_weights_only
     raw = read_official_file(path)
     assert isinstance(raw["optimizer_states"][0]["param_groups"][0]["lr"], np.float64)
     assert load_official_sed(path).layout == "audiossl-frame"
+
+
+def test_files_pickled_under_numpy_1_load_too(tmp_path):
+    """numpy 1 pickles the same scalar as ``numpy.core.multiarray.scalar`` (numpy 2: ``numpy._core``)."""
+    source = zipfile.ZipFile(golden_checkpoint("audiossl_desed_frame"))
+    path = tmp_path / "numpy1.ckpt"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as target:
+        for name in source.namelist():
+            data = source.read(name)
+            if name.endswith("data.pkl"):  # protocol 2: GLOBAL opcodes are newline-terminated text
+                assert b"numpy._core.multiarray\nscalar" in data
+                data = data.replace(b"numpy._core.multiarray\nscalar", b"numpy.core.multiarray\nscalar")
+            target.writestr(name, data)
+    assert "numpy.core.multiarray.scalar" in torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    assert isinstance(read_official_file(path)["optimizer_states"][0]["param_groups"][0]["lr"], np.float64)
 
 
 def test_the_numpy_allow_list_admits_no_other_objects(tmp_path, bad_checkpoints):
