@@ -115,6 +115,18 @@ def check_long_enough(n_samples: int, n_fft: int, sample_rate: int = SAMPLE_RATE
         )
 
 
+def as_batch(
+    waveform: Tensor, lengths: Tensor | None, config: FrontendConfig | ClipMinMaxMelConfig
+) -> tuple[Tensor, Tensor | None, bool]:
+    """A frontend's input as a float32 batch (B, N), ``lengths`` on its device, and whether it was a
+    single clip (N,); audio too short for the config's STFT → :class:`AtstSedError`."""
+    squeeze = waveform.dim() == 1
+    if squeeze:
+        waveform = waveform[None]
+    check_long_enough(int(lengths.min()) if lengths is not None else waveform.shape[-1], config.n_fft, config.sample_rate)
+    return waveform.float(), None if lengths is None else lengths.to(waveform.device), squeeze
+
+
 def mel_per_clip(mel: nn.Module, waveform: Tensor, lengths: Tensor | None) -> Tensor:
     """``mel(waveform)`` (B, M, F) for a zero-padded batch, computed so that each clip's frames equal
     those of the clip alone: the centred STFT reflects the signal at its end, so the frames near a
@@ -179,15 +191,8 @@ class LogMelFrontend(nn.Module):
         Returns (B, 64, N // 160 + 1). Frames past a clip's valid length hold the features of its
         zero padding; use :func:`samples_to_frames` on ``lengths`` to mask them.
         """
-        squeeze = waveform.dim() == 1
-        if squeeze:
-            waveform = waveform[None]
-        shortest = int(lengths.min()) if lengths is not None else waveform.shape[-1]
-        check_long_enough(shortest, self.config.n_fft, self.config.sample_rate)
+        waveform, lengths, squeeze = as_batch(waveform, lengths, self.config)
         with torch.autocast(device_type=waveform.device.type, enabled=False):
-            waveform = waveform.float()
-            if lengths is not None:
-                lengths = lengths.to(waveform.device)
             power = mel_per_clip(self.mel, waveform, lengths)
             valid_frames = None if lengths is None else samples_to_frames(lengths)
             features = self._normalise(power, valid_frames)
@@ -235,14 +240,8 @@ class ClipMinMaxMelFrontend(nn.Module):
     def forward(self, waveform: Tensor, lengths: Tensor | None = None) -> Tensor:
         """``waveform`` (B, N) or (N,); ``lengths`` (B,) valid samples per clip (None: all valid)."""
         c = self.config
-        squeeze = waveform.dim() == 1
-        if squeeze:
-            waveform = waveform[None]
-        check_long_enough(int(lengths.min()) if lengths is not None else waveform.shape[-1], c.n_fft, c.sample_rate)
+        waveform, lengths, squeeze = as_batch(waveform, lengths, c)
         with torch.autocast(device_type=waveform.device.type, enabled=False):
-            waveform = waveform.float()
-            if lengths is not None:
-                lengths = lengths.to(waveform.device)
             amplitude = mel_per_clip(self.mel, waveform, lengths)
             db = (20.0 * torch.log10(torch.clamp(amplitude, min=c.amin))).clamp(c.clamp_db_min, c.clamp_db_max)
             if lengths is None:

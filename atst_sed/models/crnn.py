@@ -45,10 +45,11 @@ from atst_sed.features import (
     samples_to_frames,
 )
 from atst_sed.models.encoder import HEAD_DIM, ATSTEncoder, EncoderConfig
-from atst_sed.models.head import SEDOutput
+from atst_sed.models.head import SEDOutput, attention_pooling
 from atst_sed.models.spec import WINDOW_SAMPLES, FrameGrid, check_short_clips, pad_to_window
 
 N_BLOCKS = 7
+_BLOCK_LAYERS = ("conv", "batchnorm", "cg", "dropout", "pooling")  # official names, in order, per block
 
 
 def _tuple(value: Any) -> tuple:
@@ -157,25 +158,27 @@ class ConvStack(nn.Module):
         for i, (n_out, k, p, s, pool) in enumerate(
             zip(config.nb_filters, config.kernel_size, config.padding, config.stride, config.pooling)
         ):
-            layers[f"conv{i}"] = nn.Conv2d(channels, n_out, k, s, p)
-            # momentum 0.99 in PyTorch's convention (weight of the new batch) is the official setting
-            layers[f"batchnorm{i}"] = nn.BatchNorm2d(n_out, eps=1e-3, momentum=0.99)
-            layers[f"cg{i}"] = ContextGating(n_out)
-            layers[f"dropout{i}"] = nn.Dropout(config.dropout)
-            layers[f"pooling{i}"] = nn.AvgPool2d(tuple(pool))
+            block = (
+                nn.Conv2d(channels, n_out, k, s, p),
+                # momentum 0.99 in PyTorch's convention (weight of the new batch) is the official setting
+                nn.BatchNorm2d(n_out, eps=1e-3, momentum=0.99),
+                ContextGating(n_out),
+                nn.Dropout(config.dropout),
+                nn.AvgPool2d(tuple(pool)),
+            )
+            layers.update((f"{name}{i}", layer) for name, layer in zip(_BLOCK_LAYERS, block))
             channels = n_out
         self.cnn = nn.Sequential(layers)
         self.time_pooling = [int(pool[0]) for pool in config.pooling]
 
     def forward(self, x: Tensor, valid_frames: Tensor | None = None) -> Tensor:
-        layers = list(self.cnn)
         for i, t_pool in enumerate(self.time_pooling):
             if valid_frames is not None:
                 inside = torch.arange(x.shape[2], device=x.device)[None, :] < valid_frames[:, None]
                 x = x * inside[:, None, :, None].to(x.dtype)
                 valid_frames = valid_frames // t_pool
-            for layer in layers[5 * i : 5 * i + 5]:
-                x = layer(x)
+            for name in _BLOCK_LAYERS:
+                x = getattr(self.cnn, f"{name}{i}")(x)
         return x
 
 
@@ -311,12 +314,8 @@ class ATSTSEDModel(nn.Module):
         h = self.dropout(h)
         logits = self.dense(h)
         probs = torch.sigmoid(logits)
-        attention = torch.softmax(self.dense_softmax(h), dim=-1).clamp(1e-7, 1.0)
-        if out_frames is not None:
-            inside = torch.arange(n_out, device=h.device)[None, :] < out_frames[:, None]
-            attention = attention * inside[..., None].to(attention.dtype)
-        clip = (probs * attention).sum(dim=1) / attention.sum(dim=1)
-        return SEDOutput(logits, probs, clip)
+        valid = None if out_frames is None else torch.arange(n_out, device=h.device)[None, :] < out_frames[:, None]
+        return SEDOutput(logits, probs, attention_pooling(probs, self.dense_softmax(h), valid))
 
     def _pool_tokens(self, tokens: Tensor, atst_frames: Tensor | None, n_out: int, out_frames: Tensor | None) -> Tensor:
         """Average the 40 ms tokens onto the CNN's frames (adaptive average pooling, per clip)."""

@@ -15,6 +15,17 @@ class SEDOutput(NamedTuple):
     clip_probs: Tensor  # (B, C) attention-pooled clip probabilities
 
 
+def attention_pooling(probs: Tensor, attention_logits: Tensor, valid: Tensor | None = None) -> Tensor:
+    """Clip probabilities Σ_t p·a / Σ_t a over the valid frames, a = clamp(softmax over classes, 1e-7, 1).
+
+    ``probs``, ``attention_logits`` (B, N, C); ``valid`` (B, N) bool (None: all valid) → (B, C).
+    """
+    attention = torch.softmax(attention_logits, dim=-1).clamp(1e-7, 1.0)
+    if valid is not None:
+        attention = attention * valid[..., None].to(attention.dtype)
+    return (probs * attention).sum(dim=1) / attention.sum(dim=1)
+
+
 class AttentionPoolingHead(nn.Module):
     """Frame probabilities p = sigmoid(W_s x); attention a = clamp(softmax_over_classes(W_a x), 1e-7, 1);
     clip probability = Σ_t p·a / Σ_t a over each clip's valid frames.
@@ -34,11 +45,7 @@ class AttentionPoolingHead(nn.Module):
         """``frames`` (B, N, D) token embeddings; ``valid`` (B, N) bool (None: all valid)."""
         logits = self.linear(frames)
         probs = torch.sigmoid(logits)
-        attention = torch.softmax(self.linear_softmax(frames), dim=-1).clamp(1e-7, 1.0)
-        if valid is not None:
-            attention = attention * valid[..., None].to(attention.dtype)
-        clip = (probs * attention).sum(dim=1) / attention.sum(dim=1)
-        return SEDOutput(logits, probs, clip)
+        return SEDOutput(logits, probs, attention_pooling(probs, self.linear_softmax(frames), valid))
 
 
 class MaxPoolingHead(nn.Module):

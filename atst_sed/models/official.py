@@ -121,11 +121,12 @@ def _classes(path: Path, n: int, given: Sequence[str] | None) -> tuple[str, ...]
     return tuple(f"class_{i:03d}" for i in range(n))
 
 
-def _per_class(value: Any, n: int) -> list[float]:
+def _median_windows(value: Any, n: int) -> list[int]:
+    """One median-filter window (output frames) per class, from one value or a list."""
     values = list(value) if isinstance(value, (list, tuple)) else [value] * n
     if len(values) != n:
         raise ValueError(f"expected 1 or {n} values, got {len(values)}")
-    return [float(v) for v in values]
+    return [int(v) for v in values]
 
 
 def load_official_sed(
@@ -196,7 +197,7 @@ def _load_audiossl(path: Path, sd: dict[str, Tensor], hp: dict, layout: str, cla
         grid=ATST_GRID,
         classes=names,
         frontends=model.frontend_configs(),
-        decoding={"thresholds": [DEFAULT_THRESHOLD] * n_classes, "median_filter": [float(AUDIOSSL_MEDIAN_FILTER)] * n_classes},
+        decoding={"thresholds": [DEFAULT_THRESHOLD] * n_classes, "median_filter": [AUDIOSSL_MEDIAN_FILTER] * n_classes},
         window_samples=model.window_samples,
         clip_pooling=clip_pooling,
         official_short_clips="pad",
@@ -238,7 +239,7 @@ def _load_atst_sed(path: Path, sd: dict[str, Tensor], hp: dict, role: str, class
     n = crnn.n_classes
     training = hp.get("training") if isinstance(hp.get("training"), dict) else {}
     try:
-        median = _per_class(training.get("median_window", 7), n)
+        median = _median_windows(training.get("median_window", 7), n)
     except ValueError as err:
         raise InputError(path, f"training.median_window: {err}") from None
     opt = hp.get("opt") if isinstance(hp.get("opt"), dict) else {}

@@ -80,7 +80,7 @@ class ModelSpec:
     grid: FrameGrid
     classes: tuple[str, ...]
     frontends: dict[str, dict[str, Any]]
-    decoding: dict[str, list[float]]
+    decoding: dict[str, list[float] | list[int]]
     window_samples: int = WINDOW_SAMPLES
     clip_pooling: str = "attention"
     official_short_clips: ShortClips = "pad"

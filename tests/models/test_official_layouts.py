@@ -155,7 +155,7 @@ def test_atst_sed_without_net_config_uses_the_published_structure(tmp_path):
     torch.save({"state_dict": sd}, path)
     loaded = load_official_sed(path)
     assert loaded.model.config == CRNNConfig(embedding_size=64)
-    assert loaded.spec.decoding["median_filter"] == [7.0] * 10
+    assert loaded.spec.decoding["median_filter"] == [7] * 10
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.model.state_dict()[key], value), key
 
