@@ -207,3 +207,28 @@ def test_models_verb_lists_names_classes_scores_and_cache_state(cache, capsys):
     main(["models"])
     row = next(line for line in capsys.readouterr().out.splitlines() if "atst-sed:stage2" in line)
     assert "yes" in row
+
+
+def test_detect_runs_a_named_model_fetched_once_from_the_remote(registry, remote, cache, tmp_path, capsys):
+    _, _, requests = remote
+    audio = golden_checkpoint("atstsed_stage2").parents[1] / "inputs" / "synth_3p6s.flac"
+    for run in (1, 2):
+        out = tmp_path / f"events{run}.csv"
+        rc = main(["detect", str(audio), "--checkpoint", "test:stage2", "--device", "cpu", "--thresholds", "0.3",
+                   "-o", str(out)])
+        assert rc == 0, capsys.readouterr().err
+        events = out.read_text().splitlines()
+        assert events[0] == "filename,onset,offset,event_label,score" and len(events) > 1
+    assert requests == ["/Stage2.ckpt"]  # downloaded once, then from the cache
+    assert (cache / "test_stage2" / "Stage2.ckpt").is_file()
+
+
+def test_detect_offline_fails_in_one_line_naming_the_url_and_where_to_put_the_file(registry, remote, cache, tmp_path, capsys):
+    folder, base, _ = remote
+    (folder / "Stage2.ckpt").unlink()
+    audio = golden_checkpoint("atstsed_stage2").parents[1] / "inputs" / "synth_3p6s.flac"
+    rc = main(["detect", str(audio), "--checkpoint", "test:stage2", "-o", str(tmp_path / "events.csv")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and err.startswith("atst-sed detect: ")
+    assert f"{base}/Stage2.ckpt" in err and str(cache / "test_stage2" / "Stage2.ckpt") in err
+    assert not (tmp_path / "events.csv").exists()
