@@ -203,7 +203,7 @@ class Detector:
 
     def events(self, scores: FileScores, filename: str | None = None) -> pd.DataFrame:
         """Decode a file's scores with this detector's thresholds and median filters."""
-        return self.decoding.events(scores.probs, filename if filename is not None else scores.filename, self.spec.grid)
+        return self.decoding.events(scores.probs, filename if filename is not None else scores.filename, grid=self.spec.grid)
 
     def detect(self, paths: str | PathLike[str] | Iterable[str | PathLike[str]]) -> pd.DataFrame:
         """Events of one file or of every file ``[filename, onset, offset, event_label, score]``

@@ -61,7 +61,7 @@ class TrainerConfig:
 @dataclass
 class DecodingConfig:
     """Post-processing saved in checkpoints and used at test: per-class median filter in the model's
-    output frames (40 ms for ATST; one int or one per class) and decision thresholds (for `detect`);
+    output frames (40 ms for ATST-Frame / ATST-Clip, 64 ms for ATST-SED; one int or one per class) and decision thresholds (for `detect`);
     ``n_test_thresholds`` operating points for the DCASE 2022 PSDS (50: 0.01, 0.03 … 0.99)."""
 
     median_filter: int | list[int] = DEFAULT_MEDIAN_FILTER

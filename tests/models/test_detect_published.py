@@ -6,6 +6,7 @@ by default, as the official test paths do; ``--short-clips mask`` scores them al
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -66,13 +67,14 @@ def test_detect_reproduces_the_official_frame_probabilities(folder, role, name, 
 
 
 def test_the_installed_command_runs_a_published_atst_sed_file_on_its_64ms_grid(tmp_path):
-    """The console entry point in a real subprocess: the student of a stage-2 file, CSV events on 64 ms."""
+    """The console entry point in a real subprocess: the student of a stage-2 file; CSV events, score
+    files and the picture on 64 ms, and evaluate scores those score files."""
     audio = GOLDEN / "inputs" / "synth_10s.flac"
-    scores_dir, csv = tmp_path / "scores", tmp_path / "events.csv"
+    scores_dir, csv, plots = tmp_path / "scores", tmp_path / "events.csv", tmp_path / "plots"
     done = subprocess.run(
         [sys.executable, "-m", "atst_sed.cli.main", "detect", str(audio), "--checkpoint",
          str(golden_checkpoint("atstsed_stage2")), "--role", "student", "--device", "cpu", "--thresholds", "0.3",
-         "--scores-dir", str(scores_dir), "-o", str(csv)],
+         "--scores-dir", str(scores_dir), "-o", str(csv), "--plot", str(plots)],
         capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr
@@ -84,6 +86,16 @@ def test_the_installed_command_runs_a_published_atst_sed_file_on_its_64ms_grid(t
     for column in ("onset", "offset"):  # event boundaries are frame boundaries of the 64 ms grid
         frames = events[column].to_numpy() / 0.064
         assert np.abs(frames - np.round(frames)).max() * 0.064 <= 0.0005 + 1e-9  # CSV times have 3 decimals
+    assert (plots / "synth_10s.png").stat().st_size > 10_000
+    truth, durations = tmp_path / "truth.tsv", tmp_path / "durations.tsv"
+    truth.write_text("filename\tonset\toffset\tevent_label\nsynth_10s.flac\t1.0\t4.0\tSpeech\n"
+                     "synth_10s.flac\t5.0\t6.0\tDog\n")
+    durations.write_text("filename\tduration\nsynth_10s.flac\t10.0\n")
+    metrics = tmp_path / "metrics.json"
+    assert main(["evaluate", "--predictions", str(scores_dir), "--ground-truth", str(truth), "--durations",
+                 str(durations), "--classes", "desed", "--json", str(metrics), "--jobs", "1"]) == 0
+    result = json.loads(metrics.read_text())
+    assert result["kind"] == "scores" and 0.0 <= result["psds1_threshold_free"] <= 1.0
 
 
 def test_a_role_that_a_file_does_not_hold_is_one_line_and_exit_2(tmp_path, capsys):
