@@ -72,7 +72,7 @@ class Model:
 
 
 def load_model(
-    source: AudioPath,
+    source: str | PathLike[str],
     *,
     role: str | None = None,
     device: str = "auto",
