@@ -11,7 +11,7 @@
 * :func:`dcase2022_thresholds` / :data:`DCASE2022_THRESHOLDS` — the 50 operating points.
 
 Layouts are time-major ``(T, C)`` or ``(B, T, C)``; frames are a model's output frames on a
-:class:`~atst_sed.timegrid.FrameGrid` (default :data:`~atst_sed.timegrid.ATST_GRID`, 40 ms).
+:class:`~atst_sed.timegrid.FrameGrid`, always given by the caller (a model's ``spec.grid``: 40 ms ATST, 64 ms ATST-SED).
 
 The median filter has :func:`scipy.ndimage.median_filter` semantics (``mode="reflect"``; an even
 size takes the upper median, as scipy does). Median filtering is a rank filter, so it commutes with
@@ -32,7 +32,7 @@ import scipy.ndimage
 
 from atst_sed.errors import AtstSedError
 from atst_sed.events import EVENT_COLUMNS, SCORED_EVENT_COLUMNS
-from atst_sed.timegrid import ATST_GRID, FrameGrid
+from atst_sed.timegrid import FrameGrid
 
 __all__ = [
     "DCASE2022_THRESHOLDS",
@@ -139,7 +139,7 @@ class Decoding:
         """What a checkpoint stores: ``{"thresholds": [C floats], "median_filter": [C ints]}``."""
         return {"thresholds": list(self.thresholds), "median_filter": list(self.median_filter)}
 
-    def events(self, probs: np.ndarray, filename: str = "", grid: FrameGrid = ATST_GRID) -> pd.DataFrame:
+    def events(self, probs: np.ndarray, filename: str = "", *, grid: FrameGrid) -> pd.DataFrame:
         """:func:`decode_events` of ``probs`` (T, C) with these settings."""
         return decode_events(probs, self.classes, self.thresholds, self.median_filter, filename, grid=grid)
 
@@ -173,7 +173,8 @@ def frames_to_events(
     filename: str,
     offset_seconds: float = 0.0,
     scores: np.ndarray | None = None,
-    grid: FrameGrid = ATST_GRID,
+    *,
+    grid: FrameGrid,
 ) -> pd.DataFrame:
     """Decode binary frame decisions (T, C) into events, vectorised over frames.
 
@@ -221,7 +222,8 @@ def decode_events(
     median_sizes: int | Sequence[int] = DEFAULT_MEDIAN_FILTER,
     filename: str = "",
     offset_seconds: float = 0.0,
-    grid: FrameGrid = ATST_GRID,
+    *,
+    grid: FrameGrid,
 ) -> pd.DataFrame:
     """Frame probabilities (T, C) → events ``[filename, onset, offset, event_label, score]``.
 
@@ -287,7 +289,8 @@ def decode_operating_points(
     classes: Sequence[str],
     thresholds: Sequence[float] | np.ndarray | None = None,
     median_sizes: int | Sequence[int] = DEFAULT_MEDIAN_FILTER,
-    grid: FrameGrid = ATST_GRID,
+    *,
+    grid: FrameGrid,
 ) -> dict[float, pd.DataFrame]:
     """Events at many thresholds (DCASE 2022 operating points) for many clips, fast.
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from atst_sed.errors import AtstSedError
-from atst_sed.timegrid import ATST_GRID, FrameGrid
+from atst_sed.timegrid import FrameGrid
 
 #: The 10 DCASE 2022 Task 4 (DESED) classes in the official order (index = position).
 DESED_CLASSES: tuple[str, ...] = (
@@ -75,7 +75,8 @@ def events_to_frames(
     class_map: ClassMap | Sequence[str],
     n_frames: int,
     offset_seconds: float = 0.0,
-    grid: FrameGrid = ATST_GRID,
+    *,
+    grid: FrameGrid,
 ) -> np.ndarray:
     """Frame targets (n_frames, C) float32 for the events of ONE clip, on ``grid``.
 

@@ -8,9 +8,17 @@ import sys
 EPILOG = """\
 examples:
   atst-sed detect recording.wav --checkpoint best.ckpt
+  atst-sed detect recording.wav --checkpoint atst-sed:stage2 --plot plots/   # a published model, by name
+  atst-sed detect recording.wav --checkpoint Stage2_wo_ext.ckpt --role student
   atst-sed detect recordings/ 'more/*.flac' --checkpoint best.ckpt -o events.csv --scores-dir scores/ --plot plots/
   atst-sed detect a.wav --checkpoint best.ckpt --thresholds Speech=0.4,Dog=0.6 --median-filter 5
   atst-sed detect long.wav --checkpoint best.ckpt -o long.csv --plot plots/ --plot-format both --plot-classes 12
+
+--checkpoint takes a checkpoint of atst-sed train, a published SED file (audiossl DESED fine-tuned
+ATST-Frame / ATST-Clip / C2F, the AudioSet-strong ATST-Frame, ATST-SED stage 1 / 2; the layout is
+read from the file) or the name of a published model ('atst-sed models' lists them; downloaded once
+into the cache). Times follow the model's own frame grid: 40 ms for ATST-Frame / ATST-Clip, 64 ms for
+ATST-SED.
 
 The CSV has columns filename,onset,offset,event_label,score (seconds, 3 decimals; score = the
 event's mean probability); 'atst-sed evaluate --predictions events.csv' scores it (event and
@@ -28,7 +36,7 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files, folders (searched recursively) or glob patterns")
-    p.add_argument("--checkpoint", "-c", required=True, help="fine-tuned SED checkpoint (atst-sed train)")
+    p.add_argument("--checkpoint", "-c", required=True, help="SED checkpoint (atst-sed train), published SED file, or published model name (atst-sed models)")
     p.add_argument("-o", "--output", default="-", metavar="OUT.csv", help="events CSV ('-' = stdout, the default)")
     p.add_argument("--scores-dir", metavar="DIR", help="write per-file frame score TSVs (sed_scores_eval format)")
     p.add_argument("--plot", metavar="DIR", help="write pictures per file (log-mel in Hz, score lanes, event lanes); "
@@ -40,13 +48,23 @@ def register(subparsers) -> None:
                    help="at most N classes per picture: those with events first, then the highest "
                         "peak scores (default 10)")
     p.add_argument("--thresholds", metavar="T|CLASS=T,...", help="decision threshold(s); default: from the checkpoint")
-    p.add_argument("--median-filter", metavar="N|CLASS=N,...", help="median filter size(s) in the model's frames (40 ms for ATST); default: from the checkpoint")
+    p.add_argument("--median-filter", metavar="N|CLASS=N,...", help="median filter size(s) in the model's frames (40 ms for ATST-Frame / ATST-Clip, 64 ms for ATST-SED); default: from the checkpoint")
     p.add_argument("--hop", type=float, default=5.0, metavar="SECONDS", help="window hop in seconds (default 5; window 10 s)")
     p.add_argument("--batch-size", type=int, default=None, metavar="N", help="windows per forward pass (default 4 on CPU, 32 on GPU)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to run the model (default auto)")
     p.add_argument(
         "--variant", choices=("frame", "clip"), default=None,
         help="encoder variant of the checkpoint (default: what the file says; an override that contradicts it is an error)",
+    )
+    p.add_argument(
+        "--role", choices=("teacher", "student"), default=None,
+        help="which model of a published ATST-SED file (default teacher, as the official test and inference use)",
+    )
+    p.add_argument(
+        "--short-clips", choices=("pad", "mask"), default=None,
+        help="a recording shorter than the model's 10-s window: pad = zero-padded to the window and the padding "
+             "scored as audio (the official test path; default for published files), mask = scored alone on its "
+             "own frames (default for models trained here)",
     )
     p.add_argument(
         "--precision", default="auto", choices=("auto", "fp32", "bf16"),
@@ -115,6 +133,8 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             precision=args.precision,
             variant=args.variant,
+            role=args.role,
+            short_clips=args.short_clips,
             on_message=lambda line: print(f"atst-sed detect: {line}", file=stderr),
             on_progress=show,
         )

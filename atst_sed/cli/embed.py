@@ -44,7 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("audio", metavar="AUDIO", help="audio file (wav, flac, ogg, mp3, …; any rate / channels)")
     p.add_argument("--checkpoint", required=True, metavar="CKPT",
-                   help="atst-sed checkpoint or a published ATST-Frame / ATST-Clip checkpoint")
+                   help="atst-sed checkpoint, a published ATST-Frame / ATST-Clip file (pretrained or fine-tuned: its "
+                        "encoder; ATST-SED: its ATST-Frame branch, with the features that branch reads) or a "
+                        "published model's name (atst-sed models)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.npz", help="output file (written atomically; - = stdout)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="auto = cuda when available (bf16 autocast), else cpu (fp32)")
@@ -54,6 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--variant", choices=("frame", "clip"), default=None,
                    help="read a published checkpoint as ATST-Frame or ATST-Clip (default: what the file says, "
                         "else the official loaders' rule; the choice is logged)")
+    p.add_argument("--role", choices=("teacher", "student"), default=None,
+                   help="which model of a published ATST-SED file (default teacher)")
     p.set_defaults(func=run)
 
 
@@ -76,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise AtstSedError("--batch-size must be at least 1")
     device = resolve_device(args.device)
-    loaded = load_checkpoint(args.checkpoint, variant=args.variant)
+    loaded = load_checkpoint(args.checkpoint, variant=args.variant, role=args.role)
     arrays = embed_file(args.audio, loaded.encoder, loaded.frontend, device, all_blocks=args.blocks == "all", batch_size=args.batch_size)
     out = Path(args.output)
     write_npz(out, arrays)

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-
-log = logging.getLogger("atst_sed.evaluate")
 
 
 def register(subparsers) -> None:
@@ -99,15 +96,7 @@ def _table(result: dict, kind: str):
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from atst_sed.errors import AtstSedError
-    from atst_sed.evaluation import evaluate_event_table, evaluate_operating_points, evaluate_scores
-    from atst_sed.evaluation.inputs import (
-        load_event_table,
-        load_operating_points,
-        load_scores,
-        prediction_kind,
-    )
-    from atst_sed.events import read_durations_tsv
+    from atst_sed.evaluation.files import evaluate_files
     from atst_sed.fileio import atomic_write_text, check_output_folder, is_standard_output, resolve_output
 
     if args.plots:
@@ -115,47 +104,12 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         resolve_output(args.json)  # refuse a folder before the work
     console = Console(stderr=is_standard_output(args.json))  # --json -: the tables go to stderr
-    classes = _classes(args.classes)
-    durations = read_durations_tsv(args.durations)
-    ground_truth = load_event_table(args.ground_truth, classes, durations, "ground truth")
-    if classes is None:
-        classes = sorted(set(ground_truth["event_label"].dropna()))
-        if not classes:
-            raise AtstSedError(f"{args.ground_truth}: the ground truth has no event")
-    kind = prediction_kind(args.predictions)
-    with console.status(f"evaluating {kind.replace('_', ' ')} …"):
-        try:
-            if kind == "operating_points":
-                ops = load_operating_points(args.predictions, classes, durations)
-                clips = None
-                if args.exclude_missing:
-                    clips = set().union(*(set(df["filename"]) for df in ops.values()))
-                result = evaluate_operating_points(
-                    ops, ground_truth, durations, classes, threshold=args.threshold,
-                    clips=clips, n_jobs=args.jobs, plot_dir=args.plots)
-            elif kind == "scores":
-                scores, _ = load_scores(args.predictions, classes, durations)
-                result = evaluate_scores(scores, ground_truth, durations, classes,
-                                         threshold=args.threshold, n_jobs=args.jobs,
-                                         plot_dir=args.plots)
-            else:
-                table = load_event_table(args.predictions, classes, durations, "predictions")
-                clips = set(table["filename"]) if args.exclude_missing else None
-                result = evaluate_event_table(table, ground_truth, durations, classes, clips=clips)
-                if args.plots:
-                    log.warning("--plots: PSD-ROC curves need operating points or score files; "
-                                "none written for one event table")
-        except ValueError as err:  # the libraries' own refusals, as one line
-            raise AtstSedError(f"{args.predictions}: {err}") from None
-    if result["n_clips_missing"]:
-        policy = result.get("missing_clips_policy")
-        log.warning(
-            "%d ground-truth clip(s) have no prediction (%s), e.g. %s", result["n_clips_missing"],
-            "left out" if policy == "excluded" else "counted as nothing detected",
-            ", ".join(result["missing_clips"][:3]),
+    with console.status("evaluating …"):
+        result = evaluate_files(
+            args.predictions, args.ground_truth, args.durations, _classes(args.classes), threshold=args.threshold,
+            exclude_missing=args.exclude_missing, n_jobs=args.jobs, plot_dir=args.plots,
         )
-    result = {"kind": kind, "ground_truth": str(args.ground_truth),
-              "durations": str(args.durations), "predictions": str(args.predictions), **result}
+    kind = result["kind"]
     for table in _table(result, kind):
         console.print(table)
     if args.json:

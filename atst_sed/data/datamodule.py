@@ -25,7 +25,7 @@ from atst_sed.data.datasets import (
 from atst_sed.errors import AtstSedError, InputError
 from atst_sed.events import check_event_tables
 from atst_sed.labels import DESED_CLASSES, ClassMap
-from atst_sed.timegrid import ATST_GRID, FrameGrid
+from atst_sed.timegrid import FrameGrid
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class SEDDataModule(pl.LightningDataModule):
     :class:`~atst_sed.errors.InputError` naming the file and line at :meth:`setup`.
     """
 
-    def __init__(self, config: DataConfig, grid: FrameGrid = ATST_GRID):
+    def __init__(self, config: DataConfig, grid: FrameGrid):
         super().__init__()
         self.config = config
         self.grid = grid

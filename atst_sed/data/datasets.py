@@ -27,12 +27,12 @@ from atst_sed.data.corpus import SETS, read_manifest
 from atst_sed.errors import InputError
 from atst_sed.events import EVENT_COLUMNS, read_durations_tsv, read_strong_tsv, read_weak_tsv
 from atst_sed.labels import ClassMap, events_to_frames, weak_multi_hot
-from atst_sed.timegrid import ATST_GRID, FrameGrid
+from atst_sed.timegrid import FrameGrid
 
 log = logging.getLogger(__name__)
 
 
-def clip_samples_for(clip_seconds: float, grid: FrameGrid = ATST_GRID) -> int:
+def clip_samples_for(clip_seconds: float, grid: FrameGrid) -> int:
     """Samples in a training clip: a whole number of the grid's mel hops (ATST: 10 ms)."""
     samples = grid.seconds_to_samples(clip_seconds)
     if samples <= 0 or samples % grid.mel_hop_samples:
@@ -67,7 +67,8 @@ class ClipDataset(Dataset):
         clip_seconds: float = 10.0,
         labels_kind: str | None = None,
         check_audio: bool = True,
-        grid: FrameGrid = ATST_GRID,
+        *,
+        grid: FrameGrid,
     ):
         if set_name not in SETS:
             raise InputError(root, f"unknown set {set_name!r}; known: {', '.join(SETS)}")
@@ -176,7 +177,7 @@ class ClipDataset(Dataset):
         if self.kind == "strong":
             events = self._by_file.get(filename)
             if events is not None:
-                strong = events_to_frames(events, self.class_map, self.n_frames, start / self.grid.sample_rate, self.grid)
+                strong = events_to_frames(events, self.class_map, self.n_frames, start / self.grid.sample_rate, grid=self.grid)
             weak = strong.max(axis=0)
         elif self.kind == "weak":
             weak = self._weak[filename]

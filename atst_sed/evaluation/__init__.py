@@ -2,8 +2,8 @@
 
 Thin wrappers: every metric value comes from the reference libraries. Durations are seconds,
 eFPR is per hour. See :func:`evaluate_operating_points`, :func:`evaluate_scores`,
-:func:`evaluate_event_table` for whole evaluations and :func:`load_predictions` for reading
-what ``atst-sed evaluate`` accepts.
+:func:`evaluate_event_table` for whole evaluations, and :func:`evaluate_files` for predictions on
+disk as ``atst-sed evaluate`` reads them.
 """
 
 from atst_sed.decoding import DCASE2022_THRESHOLDS, scores_to_operating_points
@@ -14,6 +14,7 @@ from atst_sed.evaluation.metrics import (
     evaluate_scores,
     nearest_threshold,
 )
+from atst_sed.evaluation.files import evaluate_files
 from atst_sed.evaluation.f1 import event_based_f1, intersection_f1, segment_based_f1
 from atst_sed.evaluation.plots import plot_psd_roc
 from atst_sed.evaluation.psds import (
@@ -32,6 +33,7 @@ __all__ = [
     "PsdsScenario",
     "canonical_events",
     "evaluate_event_table",
+    "evaluate_files",
     "evaluate_operating_points",
     "evaluate_scores",
     "event_based_f1",

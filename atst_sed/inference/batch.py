@@ -142,6 +142,8 @@ def detect_inputs(
     device: str = "auto",
     precision: str = "auto",
     variant: str | None = None,
+    role: str | None = None,
+    short_clips: str | None = None,
     on_message: Callable[[str], None] | None = None,
     on_progress: Callable[[int, int, str], None] | None = None,
 ) -> DetectionReport:
@@ -156,7 +158,8 @@ def detect_inputs(
 
     ``plot_dir`` gets, per file, PNG page(s) and/or an interactive HTML view (``plot_format``
     ``png`` (default), ``html`` or ``both``) showing at most ``plot_classes`` classes (default
-    ``DEFAULT_PLOT_CLASSES``); both options need ``plot_dir``.
+    ``DEFAULT_PLOT_CLASSES``); both options need ``plot_dir``. ``checkpoint``, ``variant``,
+    ``role`` and ``short_clips`` are those of :meth:`Detector.from_checkpoint`.
     """
     from atst_sed.inference.detector import Detector
 
@@ -179,7 +182,7 @@ def detect_inputs(
     try:
         detector = Detector.from_checkpoint(
             checkpoint, device=device, batch_size=batch_size, hop_seconds=hop, thresholds=thresholds, median_filter=median_filter,
-            precision=precision, variant=variant,
+            precision=precision, variant=variant, role=role, short_clips=short_clips,
         )
     except ValueError as err:
         raise AtstSedError(str(err)) from None

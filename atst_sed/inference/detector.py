@@ -22,7 +22,8 @@ from atst_sed.decoding import Decoding
 from atst_sed.errors import AtstSedError, InputError
 from atst_sed.events import SCORED_EVENT_COLUMNS
 from atst_sed.inference.windows import DEFAULT_HOP_SECONDS, SlidingWindows, iter_batches
-from atst_sed.models.sed import SEDModel
+from atst_sed.models.checkpoint import AnySEDModel
+from atst_sed.models.spec import check_short_clips
 
 log = logging.getLogger(__name__)
 
@@ -54,21 +55,27 @@ class Detector:
     """Sliding-window SED inference with a model's own contract: windows of its input length
     (hop ``hop_seconds``), overlap-add on its frame grid, decoding.
 
-    ``model`` is a :class:`SEDModel` (put in eval mode); ``decoding`` defaults to the model's
+    ``model`` is a SED model of either family (put in eval mode); ``decoding`` defaults to the model's
     (median filter sizes in the model's frames). On CUDA the encoder runs under bf16 autocast; the
     frontend is always float32. ``precision`` ``auto`` = bf16 autocast on CUDA, float32 on CPU;
     ``bf16`` on CPU is an opt-in speed-up (about 1.5× with AVX-512 BF16, probabilities within
     ≈0.01 of float32; see benchmarks/README.md).
+
+    ``short_clips``: how a recording shorter than the model's window is scored — ``mask`` (alone, on
+    its own frames) or ``pad`` (zero-padded to the window, the padding scored as audio, as the
+    official test paths do); default: the model's own (``spec.short_clips``: ``pad`` for the
+    published files, ``mask`` for models trained here).
     """
 
     def __init__(
         self,
-        model: SEDModel,
+        model: AnySEDModel,
         decoding: Decoding | None = None,
         device: str | torch.device = "auto",
         batch_size: int | None = None,
         hop_seconds: float = DEFAULT_HOP_SECONDS,
         precision: str = "auto",
+        short_clips: str | None = None,
     ):
         self.device = resolve_device(device)
         if precision not in ("auto", "fp32", "bf16"):
@@ -77,6 +84,7 @@ class Detector:
         self.precision = ("bf16" if self.device.type == "cuda" else "fp32") if precision == "auto" else precision
         self.model = model.eval().to(self.device)
         self.spec = model.spec
+        self.short_clips = check_short_clips(short_clips or self.spec.short_clips)
         self.classes = list(self.spec.classes)
         self.decoding = decoding or self.spec.decoding
         if list(self.decoding.classes) != self.classes:
@@ -105,15 +113,19 @@ class Detector:
         median_filter: int | Sequence[int] | Mapping[str, int] | None = None,
         precision: str = "auto",
         variant: str | None = None,
+        role: str | None = None,
+        short_clips: str | None = None,
     ) -> "Detector":
-        """Load a fine-tuned SED checkpoint (ours, kind ``sed``). Decoding settings come from the
-        checkpoint (default 0.5 / 7 frames) and are overridden by ``thresholds`` /
-        ``median_filter``: one value for all classes, one per class, or ``{class: value}``.
-        ``variant`` (``frame``/``clip``) is checked against the file, see
-        :func:`~atst_sed.models.checkpoint.load_checkpoint`."""
+        """Load a SED checkpoint: ours (kind ``sed``), a published SED file (audiossl DESED /
+        AudioSet-strong / C2F, ATST-SED stage 1 / 2) or a published model's name (``atst-sed:stage2``;
+        downloaded once, :mod:`atst_sed.hub`). Decoding settings come from the checkpoint (or the
+        registry) and are overridden by ``thresholds`` / ``median_filter``: one value for all
+        classes, one per class, or ``{class: value}``. ``variant`` (``frame``/``clip``) is checked
+        against the file; ``role`` picks ``teacher`` (default) or ``student`` of an ATST-SED file, see
+        :func:`~atst_sed.models.checkpoint.load_checkpoint`; ``short_clips`` as in :class:`Detector`."""
         from atst_sed.models.checkpoint import load_checkpoint
 
-        loaded = load_checkpoint(path, variant=variant)
+        loaded = load_checkpoint(path, variant=variant, role=role)
         if loaded.kind != "sed" or loaded.model is None:
             raise InputError(
                 path,
@@ -122,7 +134,7 @@ class Detector:
             )
         model = loaded.model
         decoding = Decoding.for_classes(model.classes, thresholds, median_filter, base=model.decoding)
-        return cls(model, decoding, device, batch_size, hop_seconds, precision)
+        return cls(model, decoding, device, batch_size, hop_seconds, precision, short_clips)
 
     # -- scores ----------------------------------------------------------------------------------
 
@@ -137,7 +149,7 @@ class Detector:
         waves = waves.to(self.device, non_blocking=True)
         if lengths is not None:
             lengths = lengths.to(self.device)
-        inputs = self.model.features(waves, lengths)
+        inputs = self.model.features(waves, lengths, self.short_clips)
         with self._autocast():
             out = self.model(*inputs)
         return out.frame_probs.float().cpu().numpy()
@@ -191,12 +203,14 @@ class Detector:
 
     def events(self, scores: FileScores, filename: str | None = None) -> pd.DataFrame:
         """Decode a file's scores with this detector's thresholds and median filters."""
-        return self.decoding.events(scores.probs, filename if filename is not None else scores.filename, self.spec.grid)
+        return self.decoding.events(scores.probs, filename if filename is not None else scores.filename, grid=self.spec.grid)
 
-    def detect(self, paths: Iterable[str | PathLike[str]]) -> pd.DataFrame:
-        """Events of every file ``[filename, onset, offset, event_label, score]`` sorted by filename,
-        onset, label (``filename`` = the file name without folders). Raises on the first bad file;
-        the CLI handles files one by one instead."""
+    def detect(self, paths: str | PathLike[str] | Iterable[str | PathLike[str]]) -> pd.DataFrame:
+        """Events of one file or of every file ``[filename, onset, offset, event_label, score]``
+        sorted by filename, onset, label (``filename`` = the file name without folders). Raises on
+        the first bad file; the CLI handles files one by one instead."""
+        if isinstance(paths, (str, PathLike)):  # one path, not an iterable of its characters
+            paths = [paths]
         frames = [self.events(self.scores(p), Path(p).name) for p in paths]
         if not frames:
             return pd.DataFrame(columns=list(SCORED_EVENT_COLUMNS))

@@ -215,8 +215,22 @@ class Run:
             return self.stage_model(stage, "best_teacher")
         st = self.config.stages[stage]
         if st.kind == "distill" and st.teacher is not None:
-            return self.stage_model(st.teacher)
+            return self.distillation_teacher(st)
         return None
+
+    def distillation_teacher(self, st: StageConfig) -> SEDModel:
+        """The frozen teacher of a distill stage: an earlier stage's best model, or the SED model of a
+        ``models`` entry (a checkpoint with a head for this run's classes, such as a published
+        fine-tuned ATST-Clip)."""
+        if st.teacher in self.config.stages:
+            return self.stage_model(st.teacher)
+        source = self.config.models[st.teacher]
+        loaded = load_checkpoint(source.encoder, source.encoder_prefix, source.variant)
+        if loaded.model is None or list(loaded.classes) != self.classes:
+            found = "an encoder without a SED head" if loaded.model is None else f"a SED model for {list(loaded.classes)}"
+            raise AtstSedError(f"models.{st.teacher}: {source.encoder} is {found}; a distillation teacher must be a "
+                               f"SED model for this run's classes {self.classes}")
+        return loaded.model
 
     def initial_model(self, st: StageConfig, cfg: RunConfig) -> SEDModel:
         """The model a stage starts from, carrying the stage's decoding settings."""
@@ -248,7 +262,7 @@ class Run:
         mean_teacher = self.folder.stage(stage).checkpoint("best_teacher").exists()
         titles = {"student": f"{family['student']} (fine-tuned)"}
         if st.kind == "distill":
-            teacher = models["teacher"] if "teacher" in models and not mean_teacher else self.stage_model(st.teacher)
+            teacher = models["teacher"] if "teacher" in models and not mean_teacher else self.distillation_teacher(st)
             pair = (family["student"], teacher.spec.family)
             titles["student"] = f"{DISTILLED.get(pair, family['student'] + ' distilled')} (student)"
         if "teacher" in models:
@@ -311,7 +325,7 @@ class Run:
     def build_task(self, st: StageConfig, cfg: RunConfig) -> SEDTask:
         model = self.initial_model(st, cfg)
         if st.kind == "distill":
-            teacher = self.stage_model(st.teacher)
+            teacher = self.distillation_teacher(st)
             return DistillTask(model, teacher, cfg.task, cfg.optim, cfg.distill, self.evaluator(cfg, model.grid))
         return SEDTask(model, cfg.task, cfg.optim, self.evaluator(cfg, model.grid))
 

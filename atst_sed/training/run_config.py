@@ -61,7 +61,7 @@ class TrainerConfig:
 @dataclass
 class DecodingConfig:
     """Post-processing saved in checkpoints and used at test: per-class median filter in the model's
-    output frames (40 ms for ATST; one int or one per class) and decision thresholds (for `detect`);
+    output frames (40 ms for ATST-Frame / ATST-Clip, 64 ms for ATST-SED; one int or one per class) and decision thresholds (for `detect`);
     ``n_test_thresholds`` operating points for the DCASE 2022 PSDS (50: 0.01, 0.03 … 0.99)."""
 
     median_filter: int | list[int] = DEFAULT_MEDIAN_FILTER
@@ -98,8 +98,9 @@ class StageConfig:
 
     ``model``: key of ``models`` to start from (the student for distill). ``init``: start from that
     earlier stage's best SED model instead (for ``test``: the stage whose model is tested; default
-    the last training stage before it). ``teacher``: (distill) the stage whose best model is the
-    frozen teacher. ``test``: (training stages) also write test-set outputs of the best model into
+    the last training stage before it). ``teacher``: (distill) the frozen teacher — an earlier
+    stage (its best model) or a key of ``models`` whose ``encoder`` is a SED checkpoint for the run's
+    classes (e.g. a published fine-tuned ATST-Clip, head included). ``test``: (training stages) also write test-set outputs of the best model into
     ``<stage>/test/``. ``overrides``: config sections replaced for this stage only (e.g.
     ``{optim: {lr: 0.05}, trainer: {max_epochs: 50}}``)."""
 
@@ -154,9 +155,11 @@ def _check(cfg: RunConfig, where: str) -> None:
         if st.kind != "test" or st.init is None:
             if st.model not in cfg.models and st.init is None:
                 raise AtstSedError(f"{where}: stage {name}: model {st.model!r} is not in models ({', '.join(cfg.models)})")
-        for ref, what in ((st.init, "init"), (st.teacher, "teacher")):
-            if ref is not None and ref not in earlier:
-                raise AtstSedError(f"{where}: stage {name}: {what} {ref!r} must name an earlier stage ({', '.join(earlier) or 'none'})")
+        if st.init is not None and st.init not in earlier:
+            raise AtstSedError(f"{where}: stage {name}: init {st.init!r} must name an earlier stage ({', '.join(earlier) or 'none'})")
+        if st.teacher is not None and st.teacher not in earlier and st.teacher not in cfg.models:
+            raise AtstSedError(f"{where}: stage {name}: teacher {st.teacher!r} must name an earlier stage "
+                               f"({', '.join(earlier) or 'none'}) or a model ({', '.join(cfg.models)})")
         if st.kind == "distill" and st.teacher is None:
             raise AtstSedError(f"{where}: stage {name}: a distill stage needs a teacher stage")
         bad = sorted(set(st.overrides) & {"stages", "name", "models"})

@@ -84,7 +84,7 @@ def validation_psds(
         if evaluator == "sed_scores_eval":
             frames = {k: score_dataframe(median_filter(v, median_sizes), classes, grid.frame_seconds) for k, v in scores.items()}
             return {s: threshold_free_psds(frames, gt, dur, s).value for s in ("psds1", "psds2")}
-        preds = decode_operating_points(scores, classes, dcase2022_thresholds(n_thresholds), median_sizes, grid)
+        preds = decode_operating_points(scores, classes, dcase2022_thresholds(n_thresholds), median_sizes, grid=grid)
         return {s: psds_from_operating_points(preds, gt, dur, s, classes).value for s in ("psds1", "psds2")}
 
 
@@ -113,7 +113,7 @@ def write_test_outputs(
     directory = Path(directory)
     gt, dur = by_clip_id(ground_truth, durations, scores)
     thresholds = dcase2022_thresholds(n_thresholds)
-    preds = decode_operating_points(scores, classes, thresholds, median_sizes, grid)
+    preds = decode_operating_points(scores, classes, thresholds, median_sizes, grid=grid)
     for th, table in preds.items():
         write_events_tsv(directory / "operating_points" / f"predictions_th_{th:.2f}.tsv", table)
     filtered = {k: median_filter(v, median_sizes) for k, v in scores.items()}

@@ -21,6 +21,7 @@ from atst_sed.data.corpus import SETS, read_manifest
 from atst_sed.data.custom import prepare_custom, read_classes
 from atst_sed.errors import InputError
 from atst_sed.models.checkpoint import load_checkpoint
+from atst_sed.timegrid import ATST_GRID
 
 REPO = Path(__file__).resolve().parents[2]
 # four DESED classes under our own names; events of the other classes are left out
@@ -94,7 +95,7 @@ def test_parts_fill_the_dcase_slots_at_16_khz_with_the_users_classes(custom_corp
     assert labels["filename"].str.endswith(".wav").all() and set(labels["event_label"].dropna()) <= set(CLASSES)
     durations = pd.read_csv(custom_corpus / SETS["test"].durations, sep="\t")
     assert len(durations) == 12 and (durations["duration"] > 0).all()
-    dm = SEDDataModule(DataConfig(root=str(custom_corpus), strong_sets=["strong_real"], num_workers=0))
+    dm = SEDDataModule(DataConfig(root=str(custom_corpus), strong_sets=["strong_real"], num_workers=0), ATST_GRID)
     assert dm.classes == tuple(CLASSES)  # from the corpus index
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))

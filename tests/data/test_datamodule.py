@@ -18,11 +18,12 @@ from atst_sed.errors import InputError
 from atst_sed.events import read_strong_tsv
 from atst_sed.frontend import LogMelFrontend
 from atst_sed.labels import DESED_CLASSES, ClassMap, events_to_frames
+from atst_sed.timegrid import ATST_GRID
 
 
 def _dm(root, **kw):
     kw.setdefault("num_workers", 0)
-    dm = SEDDataModule(DataConfig(root=str(root), **kw))
+    dm = SEDDataModule(DataConfig(root=str(root), **kw), ATST_GRID)
     dm.setup("fit")
     return dm
 
@@ -85,14 +86,14 @@ def test_eval_sets_in_order_with_valid_lengths(tiny_corpus):
             assert int(b["lengths"][i]) == n
             tokens = (n // 160 + 1) // 4
             assert b["strong"][i, tokens:].sum() == 0
-            want = events_to_frames(gt[gt["filename"] == name], ClassMap(DESED_CLASSES), 250)
+            want = events_to_frames(gt[gt["filename"] == name], ClassMap(DESED_CLASSES), 250, grid=ATST_GRID)
             np.testing.assert_array_equal(b["strong"][i].numpy(), want)
     assert dm.fingerprint.startswith("sha256:") and dm.missing_files == 0
 
 
 def test_random_crops_shift_and_clip_labels(tiny_corpus):
     cmap = ClassMap(DESED_CLASSES)
-    ds = ClipDataset(tiny_corpus, "synth_train", cmap, clip_seconds=4.0)
+    ds = ClipDataset(tiny_corpus, "synth_train", cmap, clip_seconds=4.0, grid=ATST_GRID)
     events = read_strong_tsv(tiny_corpus / SETS["synth_train"].labels, DESED_CLASSES)
     starts = set()
     for index in range(8):
@@ -101,7 +102,7 @@ def test_random_crops_shift_and_clip_labels(tiny_corpus):
             start = ds.crop_start(index, seed)
             starts.add(start)
             assert start % 640 == 0 and item["waveform"].shape == (64000,) and item["length"] == 64000
-            full = events_to_frames(events[events["filename"] == ds.filenames[index]], cmap, 250)
+            full = events_to_frames(events[events["filename"] == ds.filenames[index]], cmap, 250, grid=ATST_GRID)
             np.testing.assert_array_equal(item["strong"].numpy(), full[start // 640 : start // 640 + 100])
     assert len(starts) > 5
 
@@ -127,7 +128,7 @@ def test_training_loop_on_cpu(tiny_corpus):
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
-    dm = SEDDataModule(DataConfig(root=str(tiny_corpus), batch_size=8, num_workers=1, epoch_length=3))
+    dm = SEDDataModule(DataConfig(root=str(tiny_corpus), batch_size=8, num_workers=1, epoch_length=3), ATST_GRID)
     model = Tiny()
     before = model.linear.weight.detach().clone()
     trainer = pl.Trainer(
@@ -171,7 +172,7 @@ def test_bad_labels_name_file_and_line(tiny_corpus, tmp_path, set_name, line_tex
     root = _copy_corpus(tiny_corpus, tmp_path / "c")
     labels = root / SETS[set_name].labels
     _edit_line(labels, 3, line_text)
-    dm = SEDDataModule(DataConfig(root=str(root), num_workers=0))
+    dm = SEDDataModule(DataConfig(root=str(root), num_workers=0), ATST_GRID)
     with pytest.raises(InputError, match=message) as info:
         dm.setup("fit")
     assert info.value.path == str(labels) and info.value.line == 3
@@ -182,18 +183,18 @@ def test_missing_audio_and_malformed_tsv(tiny_corpus, tmp_path):
     manifest = root / "manifests" / "weak.tsv"
     _edit_line(manifest, 4, "weak_00002.wav\taudio/train/weak_16k/nope.wav\t10.0\t160000\n")
     with pytest.raises(InputError, match="nope.wav is missing") as info:
-        SEDDataModule(DataConfig(root=str(root), num_workers=0)).setup("fit")
+        SEDDataModule(DataConfig(root=str(root), num_workers=0), ATST_GRID).setup("fit")
     assert info.value.path == str(manifest) and info.value.line == 4
     shutil.copy(tiny_corpus / "manifests" / "weak.tsv", manifest)
     weak = root / SETS["weak"].labels
     weak.write_text("filename\tlabels\nweak_00000.wav\tDog\n")
     with pytest.raises(InputError, match="missing column") as info:
-        SEDDataModule(DataConfig(root=str(root), num_workers=0)).setup("fit")
+        SEDDataModule(DataConfig(root=str(root), num_workers=0), ATST_GRID).setup("fit")
     assert info.value.path == str(weak) and info.value.line == 1
     with pytest.raises(ValueError, match="unknown pool"):
         DataConfig(proportions={"strong": 1.0, "noisy": 1.0})
     with pytest.raises(InputError, match="prepare"):
-        SEDDataModule(DataConfig(root=str(tmp_path / "nothing"))).setup("fit")
+        SEDDataModule(DataConfig(root=str(tmp_path / "nothing")), ATST_GRID).setup("fit")
 
 
 def test_data_config_from_yaml_dict():
@@ -208,9 +209,9 @@ def test_data_config_from_yaml_dict():
 
 def test_a_strong_set_can_serve_as_weak_or_unlabeled(tiny_corpus):
     cmap = ClassMap(DESED_CLASSES)
-    strong = ClipDataset(tiny_corpus, "synth_val", cmap)
-    as_weak = ClipDataset(tiny_corpus, "synth_val", cmap, labels_kind="weak")
-    as_unlabeled = ClipDataset(tiny_corpus, "synth_val", cmap, labels_kind="unlabeled")
+    strong = ClipDataset(tiny_corpus, "synth_val", cmap, grid=ATST_GRID)
+    as_weak = ClipDataset(tiny_corpus, "synth_val", cmap, labels_kind="weak", grid=ATST_GRID)
+    as_unlabeled = ClipDataset(tiny_corpus, "synth_val", cmap, labels_kind="unlabeled", grid=ATST_GRID)
     for i in (0, 5):
         s, w, u = strong[i], as_weak[i], as_unlabeled[i]
         assert s["filename"] == w["filename"] == u["filename"]
@@ -232,7 +233,7 @@ def test_weak_hold_out_leaves_training_and_joins_validation(tiny_corpus):
     assert trained <= drawn
     # validation: the synthetic validation clips, then the held-out weak clips with their clip labels
     val = [(f, bool(s), bool(w), y) for b in dm.val_dataloader() for f, s, w, y in zip(b["filenames"], b["has_strong"], b["has_weak"], b["weak"])]
-    synth_val = ClipDataset(tiny_corpus, "synth_val", ClassMap(DESED_CLASSES)).filenames
+    synth_val = ClipDataset(tiny_corpus, "synth_val", ClassMap(DESED_CLASSES), grid=ATST_GRID).filenames
     assert [v[0] for v in val] == synth_val + held_part.filenames
     assert all(s for _, s, _, _ in val[:12]) and not any(s for _, s, _, _ in val[12:])
     labels = dict(zip(weak_tsv["filename"], weak_tsv["event_labels"]))
@@ -268,7 +269,7 @@ def test_evaluation_ground_truth_is_the_labels_as_written_training_targets_clip_
     table.at[first, "onset"], table.at[first, "offset"] = durations[name] - 0.5, durations[name] + 0.3
     table = pd.concat([table, table.loc[[first]]], ignore_index=True)  # and the same event twice
     table.to_csv(labels, sep="\t", index=False, float_format="%.3f")
-    dm = SEDDataModule(DataConfig(root=str(root), num_workers=0))
+    dm = SEDDataModule(DataConfig(root=str(root), num_workers=0), ATST_GRID)
     dm.setup("test")
     with caplog.at_level("WARNING"):
         got = dm.ground_truth("test")
@@ -283,4 +284,4 @@ def test_evaluation_ground_truth_is_the_labels_as_written_training_targets_clip_
     table.at[len(table) - 1, "onset"] = durations[name] - 0.7
     table.to_csv(labels, sep="\t", index=False, float_format="%.3f")
     with pytest.raises(InputError, match="overlap"):
-        SEDDataModule(DataConfig(root=str(root), num_workers=0)).ground_truth("test")
+        SEDDataModule(DataConfig(root=str(root), num_workers=0), ATST_GRID).ground_truth("test")

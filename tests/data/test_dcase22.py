@@ -18,6 +18,7 @@ from atst_sed.cli.main import main
 from atst_sed.data import DataConfig, SEDDataModule, desed
 from atst_sed.data.corpus import SETS, read_manifest
 from atst_sed.errors import AtstSedError
+from atst_sed.timegrid import ATST_GRID
 
 SHARED_VALIDATION = "validation"
 SR_REMOTE = 44100
@@ -150,7 +151,7 @@ def test_prepare_dcase22_against_a_fake_remote(remote, tmp_path, monkeypatch, ca
     assert json.loads(capsys.readouterr().out)["fingerprint"] == report["fingerprint"]
 
     # the DataModule sees the usable clips only and carries the fingerprint
-    dm = SEDDataModule(DataConfig(root=str(root), num_workers=0, batch_size=4, proportions={"strong": 1, "weak": 1, "unlabeled": 2}))
+    dm = SEDDataModule(DataConfig(root=str(root), num_workers=0, batch_size=4, proportions={"strong": 1, "weak": 1, "unlabeled": 2}), ATST_GRID)
     dm.setup()
     assert dm.fingerprint == report["fingerprint"] and dm.missing_files == 3
     assert set(dm.ground_truth("test")["filename"]) == {"Yval_a_0.000_10.000.wav", "Yval_b_0.000_10.000.wav", "Yval_c_5.000_15.000.wav"}

@@ -8,6 +8,7 @@ import pytest
 
 from atst_sed.decoding import frames_to_events
 from atst_sed.labels import DESED_CLASSES, ClassMap, events_to_frames, weak_multi_hot
+from atst_sed.timegrid import ATST_GRID
 
 
 def _events(rows):
@@ -37,20 +38,20 @@ def test_grid_events_round_trip_exactly():
                 if end > start:
                     rows.append((round(start * 0.04, 3), round(end * 0.04, 3), DESED_CLASSES[c]))
         events = _events(rows)
-        frames = events_to_frames(events, cmap, 250)
+        frames = events_to_frames(events, cmap, 250, grid=ATST_GRID)
         assert frames.shape == (250, 10) and frames.dtype == np.float32
-        decoded = frames_to_events(frames > 0, DESED_CLASSES, "clip.wav")
+        decoded = frames_to_events(frames > 0, DESED_CLASSES, "clip.wav", grid=ATST_GRID)
         want = events.assign(filename="clip.wav").sort_values(["onset", "event_label"]).reset_index(drop=True)
         got = decoded.sort_values(["onset", "event_label"]).reset_index(drop=True)
         assert got["onset"].tolist() == want["onset"].tolist(), trial
         assert got["offset"].tolist() == want["offset"].tolist(), trial
         assert got["event_label"].tolist() == want["event_label"].tolist()
-        assert (frames_to_events(frames > 0, DESED_CLASSES, "clip.wav")["filename"] == "clip.wav").all()
+        assert (frames_to_events(frames > 0, DESED_CLASSES, "clip.wav", grid=ATST_GRID)["filename"] == "clip.wav").all()
 
 
 def test_onset_floor_offset_ceil_exclusive():
     cmap = ClassMap(["a", "b"])
-    frames = events_to_frames(_events([(0.05, 0.13, "a"), (0.041, 0.042, "b"), (0.12, 0.2, "b")]), cmap, 250)
+    frames = events_to_frames(_events([(0.05, 0.13, "a"), (0.041, 0.042, "b"), (0.12, 0.2, "b")]), cmap, 250, grid=ATST_GRID)
     assert np.flatnonzero(frames[:, 0]).tolist() == [1, 2, 3]  # floor(1.25) .. ceil(3.25) - 1
     assert np.flatnonzero(frames[:, 1]).tolist() == [1, 3, 4]  # a 1 ms event still marks its frame; 0.12 → 3 exactly
     assert frames.sum() == 6
@@ -58,13 +59,13 @@ def test_onset_floor_offset_ceil_exclusive():
 
 def test_clipping_to_the_window_and_crop_offsets():
     cmap = ClassMap(["a"])
-    frames = events_to_frames(_events([(9.9, 10.115, "a"), (10.2, 10.5, "a")]), cmap, n_frames=250)
+    frames = events_to_frames(_events([(9.9, 10.115, "a"), (10.2, 10.5, "a")]), cmap, n_frames=250, grid=ATST_GRID)
     assert np.flatnonzero(frames[:, 0]).tolist() == [247, 248, 249]
-    full = events_to_frames(_events([(1.0, 3.0, "a"), (5.5, 9.0, "a")]), cmap, n_frames=250)
-    crop = events_to_frames(_events([(1.0, 3.0, "a"), (5.5, 9.0, "a")]), cmap, n_frames=100, offset_seconds=2.0)
+    full = events_to_frames(_events([(1.0, 3.0, "a"), (5.5, 9.0, "a")]), cmap, n_frames=250, grid=ATST_GRID)
+    crop = events_to_frames(_events([(1.0, 3.0, "a"), (5.5, 9.0, "a")]), cmap, n_frames=100, offset_seconds=2.0, grid=ATST_GRID)
     np.testing.assert_array_equal(crop, full[50:150])
-    assert events_to_frames(_events([(np.nan, np.nan, np.nan)]), cmap, 250).sum() == 0
-    assert events_to_frames(_events([]), cmap, 250).shape == (250, 1)
+    assert events_to_frames(_events([(np.nan, np.nan, np.nan)]), cmap, 250, grid=ATST_GRID).sum() == 0
+    assert events_to_frames(_events([]), cmap, 250, grid=ATST_GRID).shape == (250, 1)
 
 
 def _reference_decode(binary, scores):
@@ -87,7 +88,7 @@ def test_vectorised_decoding_matches_a_frame_loop_with_scores():
     for _ in range(20):
         scores = rng.uniform(size=(250, 10))
         binary = scores > rng.uniform(0.3, 0.8)
-        df = frames_to_events(binary, DESED_CLASSES, "x.wav", offset_seconds=20.0, scores=scores)
+        df = frames_to_events(binary, DESED_CLASSES, "x.wav", offset_seconds=20.0, scores=scores, grid=ATST_GRID)
         ref = _reference_decode(binary, scores)
         assert len(df) == len(ref)
         np.testing.assert_allclose(df["onset"], [20.0 + s * 0.04 for s, *_ in ref], atol=1e-9)
@@ -100,12 +101,12 @@ def test_decoding_edges_and_empty():
     binary = np.zeros((250, 2), bool)
     binary[:, 1] = True
     binary[0:1, 0] = True
-    df = frames_to_events(binary, ["a", "b"], "f.wav")
+    df = frames_to_events(binary, ["a", "b"], "f.wav", grid=ATST_GRID)
     assert df[["onset", "offset", "event_label"]].values.tolist() == [[0.0, 0.04, "a"], [0.0, 10.0, "b"]]
-    empty = frames_to_events(np.zeros((250, 2), bool), ["a", "b"], "f.wav", scores=np.zeros((250, 2)))
+    empty = frames_to_events(np.zeros((250, 2), bool), ["a", "b"], "f.wav", scores=np.zeros((250, 2)), grid=ATST_GRID)
     assert list(empty.columns) == ["filename", "onset", "offset", "event_label", "score"] and len(empty) == 0
     with pytest.raises(ValueError):
-        frames_to_events(np.zeros((250, 3), bool), ["a", "b"], "f.wav")
+        frames_to_events(np.zeros((250, 3), bool), ["a", "b"], "f.wav", grid=ATST_GRID)
 
 
 def test_weak_multi_hot():

@@ -21,7 +21,7 @@ from atst_sed.decoding import (
 )
 from atst_sed.errors import AtstSedError
 from atst_sed.score_files import score_dataframe
-from atst_sed.timegrid import FrameGrid
+from atst_sed.timegrid import ATST_GRID, FrameGrid
 
 CLASSES = ["a", "b", "c", "d"]
 
@@ -75,7 +75,7 @@ def test_decode_events_hand_case():
     probs[50:100, 0] = 0.6  # runs to the end: 2.00 – 4.00 s
     probs[5:8, 1] = 0.7  # 0.20 – 0.32 s, below its own threshold 0.8
     probs[30:41, 2] = np.linspace(0.55, 0.95, 11)  # 1.20 – 1.64 s
-    df = decode_events(probs, CLASSES, thresholds=[0.5, 0.8, 0.5, 0.5], median_sizes=1, filename="x.wav", offset_seconds=1.0)
+    df = decode_events(probs, CLASSES, thresholds=[0.5, 0.8, 0.5, 0.5], median_sizes=1, filename="x.wav", offset_seconds=1.0, grid=ATST_GRID)
     assert list(df.columns) == ["filename", "onset", "offset", "event_label", "score"]
     got = [(r.onset, r.offset, r.event_label) for r in df.itertuples()]
     assert got == [(1.4, 1.8, "a"), (2.2, 2.64, "c"), (3.0, 5.0, "a")]
@@ -88,7 +88,7 @@ def test_decode_events_median_filter_removes_blips_and_fills_gaps():
     probs[10, 0] = 1.0  # one-frame blip
     probs[20:30, 1] = 1.0
     probs[25, 1] = 0.0  # one-frame gap
-    df = decode_events(probs, CLASSES, 0.5, [3, 3, 3, 3])
+    df = decode_events(probs, CLASSES, 0.5, [3, 3, 3, 3], grid=ATST_GRID)
     assert [(r.onset, r.offset, r.event_label) for r in df.itertuples()] == [(0.8, 1.2, "b")]
     # score = mean of the unfiltered probabilities over the event (the gap frame counts as 0)
     assert df["score"].iloc[0] == pytest.approx(0.9)
@@ -116,10 +116,10 @@ def test_decode_operating_points_equals_per_threshold_decoding():
     clips = _random_clips(25)
     sizes = [1, 3, 7, 4]
     th = dcase2022_thresholds()
-    tables = decode_operating_points(clips, CLASSES, th, sizes)
+    tables = decode_operating_points(clips, CLASSES, th, sizes, grid=ATST_GRID)
     assert sorted(tables) == pytest.approx(sorted(float(t) for t in th))
     for t in th[::7]:
-        expected = pd.concat([decode_events(p, CLASSES, t, sizes, name) for name, p in clips.items()], ignore_index=True)
+        expected = pd.concat([decode_events(p, CLASSES, t, sizes, name, grid=ATST_GRID) for name, p in clips.items()], ignore_index=True)
         expected = expected.sort_values(["filename", "onset", "event_label"], kind="stable").reset_index(drop=True)
         got = tables[float(round(t, 10))]
         assert list(got.columns) == ["filename", "onset", "offset", "event_label"]
@@ -133,14 +133,14 @@ def test_decode_operating_points_is_fast_for_a_validation_set():
     rng = np.random.default_rng(1)
     clips = {f"{i}.wav": scipy.ndimage.uniform_filter1d(rng.random((250, 10)), 9, axis=0).astype(np.float32) for i in range(1168)}
     start = time.process_time()  # CPU time: robust to other processes sharing the machine
-    tables = decode_operating_points(clips, [f"c{i}" for i in range(10)], median_sizes=7)
+    tables = decode_operating_points(clips, [f"c{i}" for i in range(10)], median_sizes=7, grid=ATST_GRID)
     elapsed = time.process_time() - start
     assert len(tables) == 50 and sum(len(t) for t in tables.values()) > 0
     assert elapsed < 15.0, f"50 operating points for 1168 clips took {elapsed:.1f} s"
 
 
 def test_decode_operating_points_empty():
-    tables = decode_operating_points({}, CLASSES, [0.5])
+    tables = decode_operating_points({}, CLASSES, [0.5], grid=ATST_GRID)
     assert list(tables) == [0.5] and tables[0.5].empty
 
 
@@ -167,7 +167,7 @@ def test_arrays_and_score_tables_are_decoded_by_one_multi_threshold_decoder():
     give the same events from the same frames: one decoder (threshold_runs) behind both."""
     clips = _random_clips(12, seed=4)
     th = dcase2022_thresholds(10)
-    from_arrays = decode_operating_points(clips, CLASSES, th, median_sizes=1)
+    from_arrays = decode_operating_points(clips, CLASSES, th, median_sizes=1, grid=ATST_GRID)
     tables = {name: score_dataframe(p, CLASSES, 0.04) for name, p in clips.items()}
     from_tables = scores_to_operating_points(tables, th)
     for t in th:

@@ -14,6 +14,7 @@ from atst_sed.training.callbacks import ResumePoint
 from atst_sed.runfolder import RunFolder
 from atst_sed.training.run import Run
 from atst_sed.training.run_config import load_recipe
+from atst_sed.timegrid import ATST_GRID
 
 REPO = Path(__file__).resolve().parents[2]
 EPOCHS = 4
@@ -59,7 +60,7 @@ def train(cfg, run_dir: Path, resume: bool = False, stop_after: int | None = Non
 
 def expected_epoch(cfg, epoch: int) -> list[tuple[str, ...]]:
     """The batches the sampler defines for ``epoch`` (seed, pool sizes, batch composition)."""
-    dm = SEDDataModule(cfg.data)
+    dm = SEDDataModule(cfg.data, ATST_GRID)
     dm.setup("fit")
     loader = dm.train_dataloader()
     loader.batch_sampler.set_epoch(epoch)

@@ -28,7 +28,7 @@ def test_threshold_free_psds_of_processed_and_raw_scores_match_sed_scores_eval(t
     scores = {}
     for name, duration in durations.items():  # the truth with flickering noise; keyed by clip id
         n = int(round(duration / 0.04))
-        truth = events_to_frames(gt[gt["filename"] == name], ClassMap(DESED_CLASSES), n)
+        truth = events_to_frames(gt[gt["filename"] == name], ClassMap(DESED_CLASSES), n, grid=ATST_GRID)
         scores[name.removesuffix(".wav")] = np.clip(0.15 + 0.6 * truth + rng.normal(0, 0.13, truth.shape), 0, 1).astype(np.float32)
     out = tmp_path / "student"
     metrics = write_test_outputs(out, scores, gt, durations, list(DESED_CLASSES), 9, ATST_GRID)

@@ -1,0 +1,91 @@
+"""One evaluation of predictions on disk — what ``atst-sed evaluate`` and :func:`atst_sed.evaluate` run.
+
+The predictions path decides the evaluation (:func:`~atst_sed.evaluation.inputs.prediction_kind`):
+a folder of operating points (PSDS with psds_eval + F1), a folder of score files (also threshold-free
+PSDS with sed_scores_eval) or one event table (F1 only: a DCASE TSV or ``atst-sed detect``'s CSV).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from os import PathLike
+from typing import Any
+
+from atst_sed.errors import AtstSedError
+from atst_sed.evaluation.inputs import load_event_table, load_operating_points, load_scores, prediction_kind
+from atst_sed.evaluation.metrics import evaluate_event_table, evaluate_operating_points, evaluate_scores
+from atst_sed.events import read_durations_tsv
+
+log = logging.getLogger(__name__)
+
+
+def evaluate_files(
+    predictions: str | PathLike[str],
+    ground_truth: str | PathLike[str],
+    durations: str | PathLike[str],
+    classes: Sequence[str] | None = None,
+    threshold: float = 0.5,
+    exclude_missing: bool = False,
+    n_jobs: int | None = None,
+    plot_dir: str | PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Score ``predictions`` against a strong ``ground_truth`` TSV (``filename onset offset
+    event_label``, seconds) with clip ``durations`` (TSV ``filename duration``).
+
+    Args:
+        predictions: a folder of ``predictions_th_<t>.tsv`` files, a folder of score files
+            ``<clip>.tsv``, or one event table (TSV, or the CSV of ``atst-sed detect``).
+        classes: the classes scored (default: those of the ground truth).
+        threshold: decision threshold of the F1 scores (operating points: the nearest file).
+        exclude_missing: leave ground-truth clips without any prediction out (default: they count
+            as nothing detected).
+        n_jobs: worker processes (default: CPUs).
+        plot_dir: where to write PSD-ROC PNGs (folders of operating points or score files).
+
+    Returns:
+        The metrics as a JSON-ready dict: ``kind`` (``operating_points`` / ``scores`` / ``events``),
+        the input paths, ``psds1`` / ``psds2`` (when the predictions allow them), F1 scores,
+        ``n_clips_missing``, … (what ``atst-sed evaluate --json`` writes).
+
+    Raises:
+        AtstSedError: unusable inputs (one line naming the file and the problem).
+    """
+    durations_by_clip = read_durations_tsv(durations)
+    classes = None if classes is None else list(classes)
+    truth = load_event_table(ground_truth, classes, durations_by_clip, "ground truth")
+    if classes is None:
+        classes = sorted(set(truth["event_label"].dropna()))
+        if not classes:
+            raise AtstSedError(f"{ground_truth}: the ground truth has no event")
+    kind = prediction_kind(predictions)
+    plots = None if plot_dir is None else str(plot_dir)
+    try:
+        if kind == "operating_points":
+            ops = load_operating_points(predictions, classes, durations_by_clip)
+            clips = set().union(*(set(df["filename"]) for df in ops.values())) if exclude_missing else None
+            result = evaluate_operating_points(ops, truth, durations_by_clip, classes, threshold=threshold,
+                                               clips=clips, n_jobs=n_jobs, plot_dir=plots)
+        elif kind == "scores":
+            scores, _ = load_scores(predictions, classes, durations_by_clip)
+            result = evaluate_scores(scores, truth, durations_by_clip, classes, threshold=threshold,
+                                     n_jobs=n_jobs, plot_dir=plots)
+        else:
+            table = load_event_table(predictions, classes, durations_by_clip, "predictions")
+            clips = set(table["filename"]) if exclude_missing else None
+            result = evaluate_event_table(table, truth, durations_by_clip, classes, clips=clips)
+            if plots:
+                log.warning("PSD-ROC curves need operating points or score files; none written for one event table")
+    except ValueError as err:  # the libraries' own refusals, as one line
+        raise AtstSedError(f"{predictions}: {err}") from None
+    if result["n_clips_missing"]:
+        log.warning(
+            "%d ground-truth clip(s) have no prediction (%s), e.g. %s", result["n_clips_missing"],
+            "left out" if result.get("missing_clips_policy") == "excluded" else "counted as nothing detected",
+            ", ".join(result["missing_clips"][:3]),
+        )
+    return {"kind": kind, "ground_truth": str(ground_truth), "durations": str(durations),
+            "predictions": str(predictions), **result}
+
+
+__all__ = ["evaluate_files"]
