@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -272,6 +272,12 @@ def threshold_free_psds(
                     ", ".join(dropped))
     if not classes:
         raise ValueError("no class has a ground-truth event among the scored clips")
+    if sc.alpha_ct > 0 and len(classes) < 2:
+        # Cross-triggers are counted on the ground truth of the *other* classes; with one class
+        # there is none, and sed_scores_eval crashes on the empty statistics instead of adding 0.
+        log.warning("threshold-free %s: only %s has ground-truth events, so there are no "
+                    "cross-triggers to count; computed with alpha_ct = 0", name, classes[0])
+        sc = replace(sc, alpha_ct=0.0)
     ground, _ = sed_scores_ground_truth(events, ids)
     use_scores = scores if not dropped else {
         k: v[["onset", "offset", *classes]] for k, v in scores.items()

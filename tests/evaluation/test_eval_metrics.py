@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -229,6 +230,23 @@ def test_threshold_free_matches_sed_scores_eval(gt, durations):
         assert 0.01 < expected < 0.99  # a real partial case
         assert result.value == pytest.approx(expected, abs=1e-12)
         assert result.evaluator == "sed_scores_eval" and set(result.per_class) == set(CLASSES)
+
+
+def test_threshold_free_psds2_with_one_labelled_class_counts_no_cross_triggers(gt, durations):
+    # Cross-triggers are counted on the other classes' ground truth; with one class there is none
+    # (sed_scores_eval 0.0.4 crashes on the empty statistics): PSDS2 is then its alpha_ct = 0 value.
+    one = gt[gt["event_label"] == "Speech"]
+    clips = sorted(set(one["filename"]))
+    frames = {k[:-4]: score_dataframe(v, CLASSES, 0.04) for k, v in make_scores(gt, seed=2).items()
+              if k in clips}
+    dur = {k[:-4]: durations[k] for k in clips}
+    from atst_sed.evaluation import canonical_events
+
+    result = threshold_free_psds(frames, canonical_events(one), dur, "psds2")
+    no_ct = replace(SCENARIOS["psds2"], alpha_ct=0.0)
+    assert result.value == pytest.approx(threshold_free_psds(frames, canonical_events(one), dur,
+                                                             no_ct).value, abs=1e-12)
+    assert result.value > 0.0 and set(result.per_class) == {"Speech"}
 
 
 def test_perfect_scores_threshold_free(gt, durations):
