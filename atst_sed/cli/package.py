@@ -33,6 +33,16 @@ before it is written; an invalid one is refused with every problem listed.
 """
 
 PACKAGE_LAYOUT = """\
+examples:
+  atst-sed package --system Doe_UNI_task4_1 --runs runs/seed1 --report report.pdf --meta META.yaml -o Doe_UNI_task4.zip
+  atst-sed package --format dcase2023 --system Doe_UNI_task4_1 --runs runs/s1 runs/s2 runs/s3 \\
+      --report report.pdf --meta META.yaml -o Doe_UNI_task4.zip
+  atst-sed package validate Doe_UNI_task4.zip
+
+META.yaml: submission.name, submission.abbreviation and submission.authors (each with lastname,
+firstname and affiliation; exactly one with 'corresponding: true') are required, the rest comes from
+the runs; the README's "Submission packaging" section lists every field with an example file.
+
 package layout:
   task4/Lastname_INST_task4_technical_report.pdf
   task4/<label>/<label>.meta.yaml
@@ -81,6 +91,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="check a submission zip or folder and print every problem",
         description="Check a DCASE Task 4 submission (zip or folder) like the organisers' validators "
                     "and print every problem; exit 1 if there is any.",
+        epilog="examples:\n  atst-sed package validate Doe_UNI_task4.zip\n"
+               "  atst-sed package validate submission/task4 --format dcase2023 --expected-clips 692",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     v.add_argument("package", metavar="SUBMISSION.zip|DIR")
     v.add_argument("--format", choices=FORMATS, default=None,
