@@ -14,12 +14,16 @@ examples:
 
 The CSV has columns filename,onset,offset,event_label,score (seconds, 3 decimals; score = the
 event's mean probability); 'atst-sed evaluate --predictions events.csv' scores it (event and
-segment F1; file names are matched to the ground truth by clip id). Files that cannot be used are reported on stderr, one line each; the
-others are still processed and the exit code is 1.
+segment F1; file names are matched to the ground truth by clip id). Files that cannot be used are
+reported on stderr, one line each; the others are still processed and the exit code is 1. The last
+line on stderr sums up what was written where, e.g.
+  atst-sed detect: 12 files, 57 events → events.csv (3.2 s)
 """
 
 
 def register(subparsers) -> None:
+    from atst_sed.cli.options import add_checkpoint, add_device, add_variant
+
     p = subparsers.add_parser(
         "detect",
         help="detect sound events in audio files of any length",
@@ -28,7 +32,7 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files, folders (searched recursively) or glob patterns")
-    p.add_argument("--checkpoint", "-c", required=True, help="fine-tuned SED checkpoint (atst-sed train)")
+    add_checkpoint(p, "fine-tuned SED checkpoint (atst-sed train: RUN_DIR/<stage>/checkpoints/best.ckpt)")
     p.add_argument("-o", "--output", default="-", metavar="OUT.csv", help="events CSV ('-' = stdout, the default)")
     p.add_argument("--scores-dir", metavar="DIR", help="write per-file frame score TSVs (sed_scores_eval format)")
     p.add_argument("--plot", metavar="DIR", help="write pictures per file (log-mel in Hz, score lanes, event lanes); "
@@ -43,11 +47,8 @@ def register(subparsers) -> None:
     p.add_argument("--median-filter", metavar="N|CLASS=N,...", help="median filter size(s) in the model's frames (40 ms for ATST); default: from the checkpoint")
     p.add_argument("--hop", type=float, default=5.0, metavar="SECONDS", help="window hop in seconds (default 5; window 10 s)")
     p.add_argument("--batch-size", type=int, default=None, metavar="N", help="windows per forward pass (default 4 on CPU, 32 on GPU)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to run the model (default auto)")
-    p.add_argument(
-        "--variant", choices=("frame", "clip"), default=None,
-        help="encoder variant of the checkpoint (default: what the file says; an override that contradicts it is an error)",
-    )
+    add_device(p)
+    add_variant(p)
     p.add_argument(
         "--precision", default="auto", choices=("auto", "fp32", "bf16"),
         help="auto: bf16 on GPU, fp32 on CPU; bf16 on CPU is faster on AVX-512 BF16 / AMX machines",
@@ -78,28 +79,12 @@ def parse_per_class(text: str | None, kind: type, what: str):
         raise AtstSedError(f"--{what}: cannot parse {text!r} (use a number or CLASS=VALUE,CLASS=VALUE)") from None
 
 
-def _progress(stream):
-    """A rich progress bar on ``stream`` (only on a terminal, and for two or more files)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    console = Console(file=stream)
-    return Progress(
-        TextColumn("detect"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), TextColumn("{task.description}"),
-        console=console, transient=True, disable=not console.is_terminal,
-    )
-
-
 def run(args: argparse.Namespace) -> int:
+    from atst_sed.cli.progress import FileProgress, count, destination, summary_line
     from atst_sed.inference.batch import detect_inputs
 
     stderr = sys.stderr
-    with _progress(stderr) as progress:
-        task = progress.add_task("", total=None, visible=False)  # shown once there are two files or more
-
-        def show(done: int, total: int, name: str) -> None:
-            progress.update(task, completed=done, total=total, description=name, visible=total >= 2)
-
+    with FileProgress("detect", stderr) as progress:
         report = detect_inputs(
             inputs=args.inputs,
             checkpoint=args.checkpoint,
@@ -116,6 +101,14 @@ def run(args: argparse.Namespace) -> int:
             precision=args.precision,
             variant=args.variant,
             on_message=lambda line: print(f"atst-sed detect: {line}", file=stderr),
-            on_progress=show,
+            on_progress=progress.update,
         )
+    # The bar has cleared itself: one line stays, saying what was written where.
+    done = f"{count(report.files - report.failed_files, 'file')}, {count(report.events, 'event')}"
+    target = [destination(args.output)]
+    if args.scores_dir:
+        target.append(f"scores in {args.scores_dir}")
+    if args.plot:
+        target.append(f"pictures in {args.plot}")
+    print(summary_line("detect", done, ", ".join(target), progress.seconds, len(report.problems)), file=stderr)
     return 1 if report.failed else 0

@@ -89,14 +89,15 @@ def collect_inputs(inputs: Sequence[str]) -> tuple[list[InputFile], list[str]]:
 
 @dataclass
 class DetectionReport:
-    """What :func:`detect_inputs` did: files processed, one line per problem (an input that could not
-    be used or failed) and per warning (e.g. a digitally silent recording, processed anyway), and the
-    number of events written."""
+    """What :func:`detect_inputs` did: audio files found, how many of them failed, one line per problem
+    (an input that could not be used or failed) and per warning (e.g. a digitally silent recording,
+    processed anyway), and the number of events written."""
 
     files: int = 0
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     events: int = 0
+    failed_files: int = 0
 
     @property
     def failed(self) -> bool:
@@ -202,6 +203,7 @@ def detect_inputs(
             on_progress(done, len(files), name)
 
     def failed(f: InputFile, err: Exception) -> None:
+        report.failed_files += 1
         if isinstance(err, InputError):
             note(str(err))
         elif isinstance(err, MemoryError):
