@@ -9,7 +9,24 @@ import logging
 log = logging.getLogger("atst_sed.evaluate")
 
 
+DEFAULT_THRESHOLD = 0.5
+
+EPILOG = """\
+examples:
+  atst-sed evaluate --ground-truth metadata/validation/validation.tsv \\
+      --durations metadata/validation/validation_durations.tsv \\
+      --predictions runs/mini/test/student/operating_points --json metrics.json --plots plots/
+  atst-sed evaluate --ground-truth gt.tsv --durations durations.tsv --predictions events.csv
+
+F1 needs one decision threshold: score files are decoded at exactly --threshold; of operating-point
+files the one with the nearest threshold is used (the log line and the JSON's f1_operating_point say
+which); an event table is scored as it is (--threshold does not apply).
+"""
+
+
 def register(subparsers) -> None:
+    from atst_sed.cli.options import add_jobs
+
     p = subparsers.add_parser(
         "evaluate",
         help="PSDS1/PSDS2 (psds_eval, sed_scores_eval) and F1 (sed_eval) of predictions",
@@ -24,6 +41,8 @@ def register(subparsers) -> None:
             "a clip's end (padded pipelines write them) are kept and reported once with a count; "
             "overlapping events of one class, which psds_eval refuses, are an error."
         ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--ground-truth", required=True, metavar="GT.tsv",
                    help="strong labels: filename onset offset event_label (seconds)")
@@ -33,15 +52,16 @@ def register(subparsers) -> None:
                    help="op-point folder, score-file folder, or one event table (TSV, or detect's CSV)")
     p.add_argument("--json", metavar="OUT.json", help="write all metrics as JSON ('-' = stdout; the tables then go to stderr)")
     p.add_argument("--plots", metavar="DIR", help="write PSD-ROC PNGs (overall + per class)")
-    p.add_argument("--threshold", type=float, default=0.5,
-                   help="decision threshold for the F1 scores (op. points: the nearest file)")
+    p.add_argument("--threshold", type=float, default=None, metavar="T",
+                   help=f"decision threshold of the F1 scores (default {DEFAULT_THRESHOLD:g}); operating points: "
+                        "the file with the nearest threshold, named in the log and the JSON (f1_operating_point)")
     p.add_argument("--classes", default=None,
                    help="'desed' (the 10 DCASE classes) or a comma-separated list; "
                         "default: the classes of the ground truth")
     p.add_argument("--exclude-missing", action="store_true",
                    help="leave ground-truth clips without any prediction out of the evaluation "
                         "(default for op. points / event TSVs: they count as nothing detected)")
-    p.add_argument("--jobs", type=int, default=None, help="worker processes (default: CPUs)")
+    add_jobs(p)
     p.set_defaults(func=run)
 
 
@@ -60,7 +80,27 @@ def _classes(arg: str | None):
     return names
 
 
+def _operating_point(kind: str, predictions: str, threshold: float, given: float | None, result: dict) -> dict:
+    """Which decision threshold the F1 scores used, for the JSON, said in one log line when it is not
+    the one asked for: ``f1_threshold_requested`` and, for operating points, ``f1_operating_point``
+    (the file whose threshold is the nearest)."""
+    from atst_sed.evaluation.inputs import operating_point_files
+
+    if kind == "operating_points":
+        used = result["f1_threshold"]
+        path = operating_point_files(predictions)[used]
+        if used != threshold:
+            log.info("F1 at threshold %g: %s is the operating point nearest to %s%g", used, path.name,
+                     "--threshold " if given is not None else "the default ", threshold)
+        return {"f1_threshold_requested": threshold, "f1_operating_point": str(path)}
+    if kind == "events" and given is not None:
+        log.info("--threshold %g does not apply to one event table: it is scored as it is", given)
+    return {"f1_threshold_requested": threshold} if kind == "scores" else {}
+
+
 def _table(result: dict, kind: str):
+    from pathlib import Path
+
     from rich.table import Table
 
     def fmt(v):
@@ -84,6 +124,10 @@ def _table(result: dict, kind: str):
         summary.add_row(f"{label} micro{at}", fmt(result[key]["micro"]), ev)
     summary.add_row(f"intersection F1 macro{at}", fmt(result["intersection_f1"]["macro"]),
                     "psds_eval, dtc=gtc=0.5")
+    if "f1_operating_point" in result:
+        requested = result["f1_threshold_requested"]
+        nearest = "" if requested == result["f1_threshold"] else f", the nearest to {requested:g}"
+        summary.add_row("F1 operating point", Path(result["f1_operating_point"]).name, f"threshold {result['f1_threshold']:g}{nearest}")
     summary.add_row("clips evaluated / missing",
                     f"{result['n_clips_evaluated']} / {result['n_clips_missing']}", "")
     per_class = Table(title="class-wise F1", show_header=True)
@@ -123,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
         if not classes:
             raise AtstSedError(f"{args.ground_truth}: the ground truth has no event")
     kind = prediction_kind(args.predictions)
+    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
     with console.status(f"evaluating {kind.replace('_', ' ')} …"):
         try:
             if kind == "operating_points":
@@ -131,12 +176,12 @@ def run(args: argparse.Namespace) -> int:
                 if args.exclude_missing:
                     clips = set().union(*(set(df["filename"]) for df in ops.values()))
                 result = evaluate_operating_points(
-                    ops, ground_truth, durations, classes, threshold=args.threshold,
+                    ops, ground_truth, durations, classes, threshold=threshold,
                     clips=clips, n_jobs=args.jobs, plot_dir=args.plots)
             elif kind == "scores":
                 scores, _ = load_scores(args.predictions, classes, durations)
                 result = evaluate_scores(scores, ground_truth, durations, classes,
-                                         threshold=args.threshold, n_jobs=args.jobs,
+                                         threshold=threshold, n_jobs=args.jobs,
                                          plot_dir=args.plots)
             else:
                 table = load_event_table(args.predictions, classes, durations, "predictions")
@@ -147,6 +192,7 @@ def run(args: argparse.Namespace) -> int:
                                 "none written for one event table")
         except ValueError as err:  # the libraries' own refusals, as one line
             raise AtstSedError(f"{args.predictions}: {err}") from None
+    result.update(_operating_point(kind, args.predictions, threshold, args.threshold, result))
     if result["n_clips_missing"]:
         policy = result.get("missing_clips_policy")
         log.warning(
