@@ -15,7 +15,13 @@ examples:
 The CSV has columns filename,onset,offset,event_label,score (seconds, 3 decimals; score = the
 event's mean probability); 'atst-sed evaluate --predictions events.csv' scores it (event and
 segment F1; file names are matched to the ground truth by clip id). Files that cannot be used are
-reported on stderr, one line each; the others are still processed and the exit code is 1. The last
+reported on stderr, one line each; the others are still processed and the exit code is 1.
+
+--scores-dir writes the post-processed scores: median-filtered as the events were (the CSV is these
+scores thresholded), which is what 'atst-sed evaluate' and a DCASE 2023 submission score;
+--raw-scores-dir writes the model's scores before the median filter (DCASE 2023's optional
+"unprocessed" outputs). One sed_scores_eval TSV per file: onset offset <class>... (seconds, 40 ms
+frames for ATST). The last
 line on stderr sums up what was written where, e.g.
   atst-sed detect: 12 files, 57 events → events.csv (3.2 s)
 """
@@ -34,7 +40,11 @@ def register(subparsers) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files, folders (searched recursively) or glob patterns")
     add_checkpoint(p, "fine-tuned SED checkpoint (atst-sed train: RUN_DIR/<stage>/checkpoints/best.ckpt)")
     p.add_argument("-o", "--output", default="-", metavar="OUT.csv", help="events CSV ('-' = stdout, the default)")
-    p.add_argument("--scores-dir", metavar="DIR", help="write per-file frame score TSVs (sed_scores_eval format)")
+    p.add_argument("--scores-dir", metavar="DIR",
+                   help="write per-file frame score TSVs (sed_scores_eval format) after the median filter: "
+                        "the scores the events come from")
+    p.add_argument("--raw-scores-dir", metavar="DIR",
+                   help="write per-file frame score TSVs before the median filter (the model's own scores)")
     p.add_argument("--plot", metavar="DIR", help="write pictures per file (log-mel in Hz, score lanes, event lanes); "
                    "a file longer than 60 s gives rows of 60 s, 4 rows per PNG page (NAME_p1.png, ...)")
     p.add_argument("--plot-format", choices=("png", "html", "both"), default=None,
@@ -90,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
             checkpoint=args.checkpoint,
             output=args.output,
             scores_dir=args.scores_dir,
+            raw_scores_dir=args.raw_scores_dir,
             plot_dir=args.plot,
             plot_format=args.plot_format,
             plot_classes=args.plot_classes,
@@ -107,7 +118,9 @@ def run(args: argparse.Namespace) -> int:
     done = f"{count(report.files - report.failed_files, 'file')}, {count(report.events, 'event')}"
     target = [destination(args.output)]
     if args.scores_dir:
-        target.append(f"scores in {args.scores_dir}")
+        target.append(f"post-processed scores in {args.scores_dir}")
+    if args.raw_scores_dir:
+        target.append(f"raw scores in {args.raw_scores_dir}")
     if args.plot:
         target.append(f"pictures in {args.plot}")
     print(summary_line("detect", done, ", ".join(target), progress.seconds, len(report.problems)), file=stderr)

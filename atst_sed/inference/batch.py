@@ -133,6 +133,7 @@ def detect_inputs(
     checkpoint: str,
     output: str = "-",
     scores_dir: str | None = None,
+    raw_scores_dir: str | None = None,
     plot_dir: str | None = None,
     plot_format: str | None = None,
     plot_classes: int | None = None,
@@ -150,6 +151,10 @@ def detect_inputs(
     to ``output`` (``-``: standard output), per-file score files into ``scores_dir`` and pictures
     into ``plot_dir``. The library side of ``atst-sed detect``: nothing is printed.
 
+    ``scores_dir`` gets the post-processed scores (median-filtered with the detector's sizes: the
+    scores the CSV's events are thresholded from, what ``atst-sed evaluate`` and a DCASE 2023
+    submission score); ``raw_scores_dir`` the model's scores before the median filter.
+
     Inputs that cannot be used are reported one line each in the returned
     :class:`DetectionReport` (and, as they happen, to ``on_message``); the others are still
     processed. ``on_progress(done, total, current file name)`` follows the files. Bad settings or an
@@ -161,9 +166,11 @@ def detect_inputs(
     """
     from atst_sed.inference.detector import Detector
 
-    for folder, option in ((scores_dir, "--scores-dir"), (plot_dir, "--plot")):
+    for folder, option in ((scores_dir, "--scores-dir"), (raw_scores_dir, "--raw-scores-dir"), (plot_dir, "--plot")):
         if folder is not None:
             check_output_folder(folder, option)
+    if scores_dir and raw_scores_dir and Path(scores_dir).resolve() == Path(raw_scores_dir).resolve():
+        raise AtstSedError("--scores-dir and --raw-scores-dir must be different folders")
     resolve_output(output)  # a folder given as -o is refused before the model runs
     if batch_size is not None and batch_size < 1:
         raise AtstSedError("--batch-size must be at least 1")
@@ -222,8 +229,12 @@ def detect_inputs(
         for (f, audio), scores in zip(group, all_scores):
             try:
                 found = detector.events(scores, f.name)
+                clip = score_file_id(f.name)
                 if scores_dir:
-                    write_score_files(scores_dir, {score_file_id(f.name): scores.probs}, detector.classes, scores.frame_seconds)
+                    write_score_files(scores_dir, {clip: detector.decoding.filtered(scores.probs)}, detector.classes,
+                                      scores.frame_seconds)
+                if raw_scores_dir:
+                    write_score_files(raw_scores_dir, {clip: scores.probs}, detector.classes, scores.frame_seconds)
                 if plot_dir:
                     write_pictures(Path(plot_dir) / score_file_id(f.name), plot_format, audio, scores, found,
                                    detector.classes, detector.thresholds, plot_classes, detector.spec.frontend)
