@@ -21,10 +21,11 @@ Write a DCASE Task 4 submission package (zip) from training run folders, or chec
 Each --system LABEL is followed by its --runs (pairs in order; up to 4 systems). Labels are
 Lastname_INST_task4_N (N = 1..4). dcase2022 takes one run per system and submits its
 evaluation-set detections (RUN_DIR/eval/events.tsv, or detect's events.csv); dcase2023 takes
-three independent runs per system and submits their sed_scores_eval score files
-(RUN_DIR/eval/scores/, plus RUN_DIR/eval/scores_raw/ when present). Make them with
-  atst-sed detect EVAL_AUDIO --checkpoint RUN_DIR/<stage>/checkpoints/best.ckpt \\
-      --scores-dir RUN_DIR/eval/scores -o RUN_DIR/eval/events.csv
+three independent runs per system and submits their post-processed sed_scores_eval score files
+(RUN_DIR/eval/scores/: median-filtered, the scores 'atst-sed evaluate' scores), plus the unprocessed
+ones (RUN_DIR/eval/scores_raw/) when present. Make them with
+  atst-sed detect EVAL_AUDIO --checkpoint RUN_DIR/<stage>/checkpoints/best.ckpt -o RUN_DIR/eval/events.csv \\
+      --scores-dir RUN_DIR/eval/scores --raw-scores-dir RUN_DIR/eval/scores_raw
 or let --eval-audio EVAL_AUDIO run that for every run that lacks them.
 The meta YAML of each system is filled from the runs (sampling rate, features, parameter
 count, training data, development-set PSDS1/PSDS2, versions) and from META.yaml (authors, names,
