@@ -12,13 +12,17 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 def code_blocks(section: str, language: str) -> list[str]:
     """The ```language blocks under the heading ``section`` (up to the next heading of any level)."""
-    text = README.read_text()
-    start = re.search(rf"^#+ {re.escape(section)}\s*$", text, flags=re.MULTILINE)
-    assert start, f"README.md has no section {section!r}"
-    body = text[start.end():]
-    end = re.search(r"^#+ ", body, flags=re.MULTILINE)
-    body = body[: end.start()] if end else body
-    return re.findall(rf"^```{language}\n(.*?)^```", body, flags=re.MULTILINE | re.DOTALL)
+    lines, inside, fenced = [], False, False
+    for line in README.read_text().splitlines(keepends=True):
+        heading = not fenced and re.match(r"#+ ", line)  # a '# comment' in a code block is no heading
+        if heading:
+            inside = re.fullmatch(rf"#+ {re.escape(section)}\s*", line) is not None
+        elif inside:
+            lines.append(line)
+        if line.startswith("```"):
+            fenced = not fenced
+    assert lines, f"README.md has no section {section!r}"
+    return re.findall(rf"^```{language}\n(.*?)^```", "".join(lines), flags=re.MULTILINE | re.DOTALL)
 
 
 def commands(section: str, program: str = "atst-sed") -> list[list[str]]:

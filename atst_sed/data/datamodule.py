@@ -103,7 +103,8 @@ def corpus_classes(root: str | Path) -> list[str] | None:
 def training_data(config: DataConfig, fingerprint: dict[str, Any]) -> list[str]:
     """What a run trains on, one line per corpus set of a pool with a share in the batches, e.g.
     ``synth_train: audio/train/synthetic21_train/soundscapes_16k (synthetic corpus, strong labels, 24 clips)``
-    (clip counts from the corpus ``fingerprint``; weak clips held out for validation are said). The
+    (clip counts from the corpus ``fingerprint``; sets it has no clips of are left out; weak clips held
+    out for validation are said). The
     ``training_data`` of a run's manifest and of a submission's meta information."""
     counts = fingerprint.get("sets") or {}
     corpus = fingerprint.get("corpus")
@@ -113,6 +114,8 @@ def training_data(config: DataConfig, fingerprint: dict[str, Any]) -> list[str]:
         if config.proportions.get(pool, 0.0) <= 0:
             continue
         for name in names:
+            if counts and not counts.get(name):
+                continue  # a set the corpus does not have (e.g. no strong real clips): nothing trained on
             facts = [f"{corpus} corpus" if corpus else None,
                      "no labels" if pool == "unlabeled" else f"{pool} labels",
                      f"{counts[name]:,} clips" if name in counts else None]
