@@ -104,8 +104,8 @@ def training_data(config: DataConfig, fingerprint: dict[str, Any]) -> list[str]:
     """What a run trains on, one line per corpus set of a pool with a share in the batches, e.g.
     ``synth_train: audio/train/synthetic21_train/soundscapes_16k (synthetic corpus, strong labels, 24 clips)``
     (clip counts from the corpus ``fingerprint``; sets it has no clips of are left out; weak clips held
-    out for validation are said). The
-    ``training_data`` of a run's manifest and of a submission's meta information."""
+    out for validation are said). The ``training_data`` of a run's manifest and of a submission's
+    meta information."""
     counts = fingerprint.get("sets") or {}
     corpus = fingerprint.get("corpus")
     pools = {"strong": config.strong_sets, "weak": config.weak_sets, "unlabeled": config.unlabeled_sets}

@@ -142,3 +142,12 @@ def test_the_scores_dir_holds_the_scores_the_csv_was_decoded_from(tmp_path, loud
     for key in ("event_f1", "segment_f1", "intersection_f1"):
         assert from_scores[key] == from_csv[key], key
     assert from_raw["event_f1"]["class_wise"][LOUD] < from_csv["event_f1"]["class_wise"][LOUD]
+
+
+def test_the_help_says_which_scores_each_folder_gets(capsys):
+    with pytest.raises(SystemExit):
+        main(["detect", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--scores-dir DIR write per-file frame score TSVs (sed_scores_eval format) after the median filter" in text
+    assert "--raw-scores-dir DIR write per-file frame score TSVs before the median filter" in text
+    assert "--scores-dir writes the post-processed scores" in text
