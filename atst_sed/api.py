@@ -57,12 +57,16 @@ class Model:
         """
         return self.detector.detect(audio)
 
-    def scores(self, audio: AudioPath) -> pd.DataFrame:
+    def scores(self, audio: AudioPath, filtered: bool = False) -> pd.DataFrame:
         """Frame probabilities of one audio file: one row per frame of the model's grid with its
-        ``onset`` and ``offset`` in seconds and one column per class (sed_scores_eval's layout, as
-        ``atst-sed detect --scores-dir`` writes it)."""
+        ``onset`` and ``offset`` in seconds and one column per class (sed_scores_eval's layout).
+
+        ``filtered=False``: the model's probabilities (as ``atst-sed detect --raw-scores-dir`` writes
+        them); ``True``: after the model's median filters, the scores its events are cut from (as
+        ``--scores-dir`` writes them)."""
         file_scores = self.detector.scores(audio)
-        return score_dataframe(file_scores.probs, self.classes, file_scores.frame_seconds)
+        probs = self.detector.decoding.filtered(file_scores.probs) if filtered else file_scores.probs
+        return score_dataframe(probs, self.classes, file_scores.frame_seconds)
 
     def __repr__(self) -> str:
         spec = self.spec

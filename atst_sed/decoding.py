@@ -139,6 +139,11 @@ class Decoding:
         """What a checkpoint stores: ``{"thresholds": [C floats], "median_filter": [C ints]}``."""
         return {"thresholds": list(self.thresholds), "median_filter": list(self.median_filter)}
 
+    def filtered(self, probs: np.ndarray) -> np.ndarray:
+        """``probs`` (T, C) median-filtered with these sizes (float32): the post-processed scores
+        that :meth:`events` thresholds, so ``filtered(p) > threshold`` gives its events exactly."""
+        return median_filter(np.asarray(probs, dtype=np.float32), self.median_filter)
+
     def events(self, probs: np.ndarray, filename: str = "", *, grid: FrameGrid) -> pd.DataFrame:
         """:func:`decode_events` of ``probs`` (T, C) with these settings."""
         return decode_events(probs, self.classes, self.thresholds, self.median_filter, filename, grid=grid)

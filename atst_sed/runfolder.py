@@ -22,7 +22,7 @@ Layout of a pretraining run (``output_dir``)::
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,15 @@ def read_json_object(path: Path, what: str = "an `atst-sed train` run folder") -
     if not isinstance(body, dict):
         raise InputError(path, "not a JSON object")
     return body
+
+
+def repeated_folders(paths: Iterable[str | PathLike[str]]) -> list[list[str]]:
+    """The folders among ``paths`` that are given more than once, by the same or another path
+    (``runs/a``, ``./runs/a``, a link to it): one list of the given paths per such folder."""
+    given: dict[Path, list[str]] = {}
+    for path in paths:
+        given.setdefault(Path(path).resolve(), []).append(str(path))
+    return [names for names in given.values() if len(names) > 1]
 
 
 class StageFolder:

@@ -84,7 +84,7 @@ def test_the_api_gives_what_the_command_line_writes(published_stage2, workdir, c
     events = model.detect("recording.wav")
     assert len(events) > 0
     assert main(["detect", "recording.wav", "--checkpoint", "atst-sed:stage2", "--device", "cpu", "--thresholds", "0.3",
-                 "-o", "cli.csv", "--scores-dir", "scores"]) == 0
+                 "-o", "cli.csv", "--raw-scores-dir", "scores"]) == 0
     cli = pd.read_csv("cli.csv")
     assert cli["filename"].tolist() == events["filename"].tolist()
     assert cli["event_label"].tolist() == events["event_label"].tolist()
@@ -93,6 +93,12 @@ def test_the_api_gives_what_the_command_line_writes(published_stage2, workdir, c
     frames = model.scores(Path("recording.wav"))
     written = pd.read_csv(workdir / "scores" / "recording.tsv", sep="\t")
     pd.testing.assert_frame_equal(frames.reset_index(drop=True), written, check_exact=False, rtol=0, atol=1e-7)
+    assert main(["detect", "recording.wav", "--checkpoint", "atst-sed:stage2", "--device", "cpu", "--thresholds", "0.3",
+                 "-o", "cli.csv", "--scores-dir", "filtered"]) == 0
+    written = pd.read_csv(workdir / "filtered" / "recording.tsv", sep="\t")
+    filtered = model.scores(Path("recording.wav"), filtered=True)
+    pd.testing.assert_frame_equal(filtered.reset_index(drop=True), written, check_exact=False, rtol=0, atol=1e-7)
+    assert not np.allclose(filtered.to_numpy(), frames.to_numpy())  # stage 2's median filters change them
     assert main(["evaluate", "--predictions", "cli.csv", "--ground-truth", "ground_truth.tsv",
                  "--durations", "durations.tsv", "--classes", "desed", "--json", "cli.json"]) == 0
     cli_metrics = json.loads(Path("cli.json").read_text())

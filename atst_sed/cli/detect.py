@@ -22,12 +22,22 @@ ATST-SED.
 
 The CSV has columns filename,onset,offset,event_label,score (seconds, 3 decimals; score = the
 event's mean probability); 'atst-sed evaluate --predictions events.csv' scores it (event and
-segment F1; file names are matched to the ground truth by clip id). Files that cannot be used are reported on stderr, one line each; the
-others are still processed and the exit code is 1.
+segment F1; file names are matched to the ground truth by clip id). Files that cannot be used are
+reported on stderr, one line each; the others are still processed and the exit code is 1.
+
+--scores-dir writes the post-processed scores: median-filtered as the events were (the CSV is these
+scores thresholded), which is what 'atst-sed evaluate' and a DCASE 2023 submission score;
+--raw-scores-dir writes the model's scores before the median filter (DCASE 2023's optional
+"unprocessed" outputs). One sed_scores_eval TSV per file: onset offset <class>... (seconds, on the
+model's frame grid). The last
+line on stderr sums up what was written where, e.g.
+  atst-sed detect: 12 files, 57 events → events.csv (3.2 s)
 """
 
 
 def register(subparsers) -> None:
+    from atst_sed.cli.options import add_checkpoint, add_device, add_role, add_variant
+
     p = subparsers.add_parser(
         "detect",
         help="detect sound events in audio files of any length",
@@ -36,9 +46,14 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files, folders (searched recursively) or glob patterns")
-    p.add_argument("--checkpoint", "-c", required=True, help="SED checkpoint (atst-sed train), published SED file, or published model name (atst-sed models)")
+    add_checkpoint(p, "SED checkpoint (atst-sed train: RUN_DIR/<stage>/checkpoints/best.ckpt), a published "
+                      "SED file, or a published model's name (atst-sed models)")
     p.add_argument("-o", "--output", default="-", metavar="OUT.csv", help="events CSV ('-' = stdout, the default)")
-    p.add_argument("--scores-dir", metavar="DIR", help="write per-file frame score TSVs (sed_scores_eval format)")
+    p.add_argument("--scores-dir", metavar="DIR",
+                   help="write per-file frame score TSVs (sed_scores_eval format) after the median filter: "
+                        "the scores the events come from")
+    p.add_argument("--raw-scores-dir", metavar="DIR",
+                   help="write per-file frame score TSVs before the median filter (the model's own scores)")
     p.add_argument("--plot", metavar="DIR", help="write pictures per file (log-mel in Hz, score lanes, event lanes); "
                    "a file longer than 60 s gives rows of 60 s, 4 rows per PNG page (NAME_p1.png, ...)")
     p.add_argument("--plot-format", choices=("png", "html", "both"), default=None,
@@ -51,15 +66,9 @@ def register(subparsers) -> None:
     p.add_argument("--median-filter", metavar="N|CLASS=N,...", help="median filter size(s) in the model's frames (40 ms for ATST-Frame / ATST-Clip, 64 ms for ATST-SED); default: from the checkpoint")
     p.add_argument("--hop", type=float, default=5.0, metavar="SECONDS", help="window hop in seconds (default 5; window 10 s)")
     p.add_argument("--batch-size", type=int, default=None, metavar="N", help="windows per forward pass (default 4 on CPU, 32 on GPU)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to run the model (default auto)")
-    p.add_argument(
-        "--variant", choices=("frame", "clip"), default=None,
-        help="encoder variant of the checkpoint (default: what the file says; an override that contradicts it is an error)",
-    )
-    p.add_argument(
-        "--role", choices=("teacher", "student"), default=None,
-        help="which model of a published ATST-SED file (default teacher, as the official test and inference use)",
-    )
+    add_device(p)
+    add_variant(p)
+    add_role(p)
     p.add_argument(
         "--short-clips", choices=("pad", "mask"), default=None,
         help="a recording shorter than the model's 10-s window: pad = zero-padded to the window and the padding "
@@ -96,33 +105,18 @@ def parse_per_class(text: str | None, kind: type, what: str):
         raise AtstSedError(f"--{what}: cannot parse {text!r} (use a number or CLASS=VALUE,CLASS=VALUE)") from None
 
 
-def _progress(stream):
-    """A rich progress bar on ``stream`` (only on a terminal, and for two or more files)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    console = Console(file=stream)
-    return Progress(
-        TextColumn("detect"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), TextColumn("{task.description}"),
-        console=console, transient=True, disable=not console.is_terminal,
-    )
-
-
 def run(args: argparse.Namespace) -> int:
+    from atst_sed.cli.progress import FileProgress, count, destination, summary_line
     from atst_sed.inference.batch import detect_inputs
 
     stderr = sys.stderr
-    with _progress(stderr) as progress:
-        task = progress.add_task("", total=None, visible=False)  # shown once there are two files or more
-
-        def show(done: int, total: int, name: str) -> None:
-            progress.update(task, completed=done, total=total, description=name, visible=total >= 2)
-
+    with FileProgress("detect", stderr) as progress:
         report = detect_inputs(
             inputs=args.inputs,
             checkpoint=args.checkpoint,
             output=args.output,
             scores_dir=args.scores_dir,
+            raw_scores_dir=args.raw_scores_dir,
             plot_dir=args.plot,
             plot_format=args.plot_format,
             plot_classes=args.plot_classes,
@@ -136,6 +130,16 @@ def run(args: argparse.Namespace) -> int:
             role=args.role,
             short_clips=args.short_clips,
             on_message=lambda line: print(f"atst-sed detect: {line}", file=stderr),
-            on_progress=show,
+            on_progress=progress.update,
         )
+    # The bar has cleared itself: one line stays, saying what was written where.
+    done = f"{count(report.files - report.failed_files, 'file')}, {count(report.events, 'event')}"
+    target = [destination(args.output)]
+    if args.scores_dir:
+        target.append(f"post-processed scores in {args.scores_dir}")
+    if args.raw_scores_dir:
+        target.append(f"raw scores in {args.raw_scores_dir}")
+    if args.plot:
+        target.append(f"pictures in {args.plot}")
+    print(summary_line("detect", done, ", ".join(target), progress.seconds, len(report.problems)), file=stderr)
     return 1 if report.failed else 0

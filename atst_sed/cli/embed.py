@@ -1,20 +1,13 @@
-"""``atst-sed embed``: the frontend features and ATST frame embeddings of one audio file, as ``.npz``
-(chunking rules: :mod:`atst_sed.inference.embeddings`)."""
+"""``atst-sed embed``: the frontend features and ATST frame embeddings of audio files, one ``.npz``
+each (chunking and output rules: :mod:`atst_sed.inference.embeddings`). Heavy imports stay inside
+run() so that ``atst-sed --help`` is fast."""
 
 from __future__ import annotations
 
 import argparse
-import logging
-from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # heavy imports stay inside run() so that `atst-sed --help` is fast
-    import numpy as np
-
-log = logging.getLogger(__name__)
 
 DESCRIPTION = """\
-Write the normalised log-mel features and the ATST frame embeddings of AUDIO to OUT.npz.
+Write the normalised log-mel features and the ATST frame embeddings of each audio file to a .npz.
 
 Arrays in the file (float32 unless noted; T = mel frames, N = tokens, D = encoder width):
   features         (64, T)      normalised log-mel of the whole file: exactly what the encoder sees
@@ -35,56 +28,69 @@ audiossl's get_timestamp_embedding output (1, N, 12*D) is embeddings (--blocks a
 """
 
 
+EPILOG = """\
+examples:
+  atst-sed embed recording.wav -c atstframe_base.ckpt -o recording.npz
+  atst-sed embed recordings/ 'more/*.flac' -c atstframe_base.ckpt -o embeddings/ --blocks all
+
+One file named directly goes to -o OUT.npz (or '-' = stdout); folders, glob patterns or several
+inputs go to the folder -o DIR, one NAME.npz per audio file (sub-folders of an input folder kept).
+Files that cannot be used are reported on stderr, one line each; the others are still processed and
+the exit code is 1. The last line on stderr sums up what was written where.
+"""
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from atst_sed.cli.options import add_checkpoint, add_device, add_role, add_variant
+
     p = subparsers.add_parser(
         "embed",
-        help="write log-mel features and ATST frame embeddings of an audio file (.npz)",
+        help="write log-mel features and ATST frame embeddings of audio files (.npz)",
         description=DESCRIPTION,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("audio", metavar="AUDIO", help="audio file (wav, flac, ogg, mp3, …; any rate / channels)")
-    p.add_argument("--checkpoint", required=True, metavar="CKPT",
-                   help="atst-sed checkpoint, a published ATST-Frame / ATST-Clip file (pretrained or fine-tuned: its "
-                        "encoder; ATST-SED: its ATST-Frame branch, with the features that branch reads) or a "
-                        "published model's name (atst-sed models)")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.npz", help="output file (written atomically; - = stdout)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                   help="auto = cuda when available (bf16 autocast), else cpu (fp32)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="audio files (wav, flac, ogg, mp3, …; any rate / channels), folders (searched recursively) "
+                        "or glob patterns")
+    add_checkpoint(p, "atst-sed checkpoint, a published ATST-Frame / ATST-Clip file (pretrained or fine-tuned: its "
+                      "encoder; ATST-SED: its ATST-Frame branch, with the features that branch reads) or a "
+                      "published model's name (atst-sed models)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.npz|DIR",
+                   help="output file for one file (written atomically; '-' = stdout), else a folder")
+    add_device(p)
     p.add_argument("--blocks", choices=("last", "all"), default="last",
                    help="last block only (N, D), or every block stacked (L, N, D)")
     p.add_argument("--batch-size", type=int, default=16, metavar="N", help="chunks encoded per forward pass")
-    p.add_argument("--variant", choices=("frame", "clip"), default=None,
-                   help="read a published checkpoint as ATST-Frame or ATST-Clip (default: what the file says, "
-                        "else the official loaders' rule; the choice is logged)")
-    p.add_argument("--role", choices=("teacher", "student"), default=None,
-                   help="which model of a published ATST-SED file (default teacher)")
+    add_variant(p)
+    add_role(p)
     p.set_defaults(func=run)
 
 
-def write_npz(path: Path, arrays: dict[str, "np.ndarray"]) -> None:
-    """``np.savez`` to the output ``path`` (atomically for a file: :mod:`atst_sed.fileio`)."""
-    import numpy as np
-
-    from atst_sed.fileio import open_output
-
-    with open_output(path) as handle:
-        np.savez(handle, **arrays)
-
-
 def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from atst_sed.cli.progress import FileProgress, count, destination, summary_line
     from atst_sed.errors import AtstSedError
     from atst_sed.inference.detector import resolve_device
-    from atst_sed.inference.embeddings import embed_file
+    from atst_sed.inference.embeddings import embed_inputs, is_single_file, npz_targets
     from atst_sed.models.checkpoint import load_checkpoint
 
     if args.batch_size < 1:
         raise AtstSedError("--batch-size must be at least 1")
+    single = is_single_file(args.inputs)
+    npz_targets(args.inputs, [], args.output)  # an unusable -o is refused before the model loads
     device = resolve_device(args.device)
     loaded = load_checkpoint(args.checkpoint, variant=args.variant, role=args.role)
-    arrays = embed_file(args.audio, loaded.encoder, loaded.frontend, device, all_blocks=args.blocks == "all", batch_size=args.batch_size)
-    out = Path(args.output)
-    write_npz(out, arrays)
-    emb = arrays["embeddings"]
-    log.info("%s: %d frames, %d tokens × %d (%s) → %s", args.audio, arrays["features"].shape[-1], emb.shape[-2], emb.shape[-1],
-             "all blocks" if args.blocks == "all" else "last block", out)
-    return 0
+    with FileProgress("embed") as progress:
+        report = embed_inputs(
+            args.inputs, loaded.encoder, args.output, loaded.frontend, device, all_blocks=args.blocks == "all",
+            batch_size=args.batch_size, on_progress=progress.update,
+            # one file named directly: its problem is the command's error (exit 2), said once below
+            on_message=None if single else lambda line: print(f"atst-sed embed: {line}", file=sys.stderr),
+        )
+    if single and report.problems:
+        raise AtstSedError(report.problems[0])
+    what = f"{count(len(report.written), 'file')} ({'all blocks' if args.blocks == 'all' else 'last block'})"
+    print(summary_line("embed", what, destination(args.output), progress.seconds, len(report.problems)), file=sys.stderr)
+    return 1 if report.problems else 0

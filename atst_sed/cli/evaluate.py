@@ -6,7 +6,24 @@ import argparse
 import json
 
 
+DEFAULT_THRESHOLD = 0.5  # = evaluation.files.DEFAULT_THRESHOLD, not imported so that --help stays light
+
+EPILOG = """\
+examples:
+  atst-sed evaluate --ground-truth metadata/validation/validation.tsv \\
+      --durations metadata/validation/validation_durations.tsv \\
+      --predictions runs/mini/test/student/operating_points --json metrics.json --plots plots/
+  atst-sed evaluate --ground-truth gt.tsv --durations durations.tsv --predictions events.csv
+
+F1 needs one decision threshold: score files are decoded at exactly --threshold; of operating-point
+files the one with the nearest threshold is used (the log line and the JSON's f1_operating_point say
+which); an event table is scored as it is (--threshold does not apply).
+"""
+
+
 def register(subparsers) -> None:
+    from atst_sed.cli.options import add_jobs
+
     p = subparsers.add_parser(
         "evaluate",
         help="PSDS1/PSDS2 (psds_eval, sed_scores_eval) and F1 (sed_eval) of predictions",
@@ -21,6 +38,8 @@ def register(subparsers) -> None:
             "a clip's end (padded pipelines write them) are kept and reported once with a count; "
             "overlapping events of one class, which psds_eval refuses, are an error."
         ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--ground-truth", required=True, metavar="GT.tsv",
                    help="strong labels: filename onset offset event_label (seconds)")
@@ -30,15 +49,16 @@ def register(subparsers) -> None:
                    help="op-point folder, score-file folder, or one event table (TSV, or detect's CSV)")
     p.add_argument("--json", metavar="OUT.json", help="write all metrics as JSON ('-' = stdout; the tables then go to stderr)")
     p.add_argument("--plots", metavar="DIR", help="write PSD-ROC PNGs (overall + per class)")
-    p.add_argument("--threshold", type=float, default=0.5,
-                   help="decision threshold for the F1 scores (op. points: the nearest file)")
+    p.add_argument("--threshold", type=float, default=None, metavar="T",
+                   help=f"decision threshold of the F1 scores (default {DEFAULT_THRESHOLD:g}); operating points: "
+                        "the file with the nearest threshold, named in the log and the JSON (f1_operating_point)")
     p.add_argument("--classes", default=None,
                    help="'desed' (the 10 DCASE classes) or a comma-separated list; "
                         "default: the classes of the ground truth")
     p.add_argument("--exclude-missing", action="store_true",
                    help="leave ground-truth clips without any prediction out of the evaluation "
                         "(default for op. points / event TSVs: they count as nothing detected)")
-    p.add_argument("--jobs", type=int, default=None, help="worker processes (default: CPUs)")
+    add_jobs(p)
     p.set_defaults(func=run)
 
 
@@ -58,6 +78,8 @@ def _classes(arg: str | None):
 
 
 def _table(result: dict, kind: str):
+    from pathlib import Path
+
     from rich.table import Table
 
     def fmt(v):
@@ -81,6 +103,10 @@ def _table(result: dict, kind: str):
         summary.add_row(f"{label} micro{at}", fmt(result[key]["micro"]), ev)
     summary.add_row(f"intersection F1 macro{at}", fmt(result["intersection_f1"]["macro"]),
                     "psds_eval, dtc=gtc=0.5")
+    if "f1_operating_point" in result:
+        requested = result["f1_threshold_requested"]
+        nearest = "" if requested == result["f1_threshold"] else f", the nearest to {requested:g}"
+        summary.add_row("F1 operating point", Path(result["f1_operating_point"]).name, f"threshold {result['f1_threshold']:g}{nearest}")
     summary.add_row("clips evaluated / missing",
                     f"{result['n_clips_evaluated']} / {result['n_clips_missing']}", "")
     per_class = Table(title="class-wise F1", show_header=True)

@@ -21,10 +21,11 @@ Write a DCASE Task 4 submission package (zip) from training run folders, or chec
 Each --system LABEL is followed by its --runs (pairs in order; up to 4 systems). Labels are
 Lastname_INST_task4_N (N = 1..4). dcase2022 takes one run per system and submits its
 evaluation-set detections (RUN_DIR/eval/events.tsv, or detect's events.csv); dcase2023 takes
-three independent runs per system and submits their sed_scores_eval score files
-(RUN_DIR/eval/scores/, plus RUN_DIR/eval/scores_raw/ when present). Make them with
-  atst-sed detect EVAL_AUDIO --checkpoint RUN_DIR/<stage>/checkpoints/best.ckpt \\
-      --scores-dir RUN_DIR/eval/scores -o RUN_DIR/eval/events.csv
+three independent runs per system and submits their post-processed sed_scores_eval score files
+(RUN_DIR/eval/scores/: median-filtered, the scores 'atst-sed evaluate' scores), plus the unprocessed
+ones (RUN_DIR/eval/scores_raw/) when present. Make them with
+  atst-sed detect EVAL_AUDIO --checkpoint RUN_DIR/<stage>/checkpoints/best.ckpt -o RUN_DIR/eval/events.csv \\
+      --scores-dir RUN_DIR/eval/scores --raw-scores-dir RUN_DIR/eval/scores_raw
 or let --eval-audio EVAL_AUDIO run that for every run that lacks them.
 The meta YAML of each system is filled from the runs (sampling rate, features, parameter
 count, training data, development-set PSDS1/PSDS2, versions) and from META.yaml (authors, names,
@@ -33,6 +34,16 @@ before it is written; an invalid one is refused with every problem listed.
 """
 
 PACKAGE_LAYOUT = """\
+examples:
+  atst-sed package --system Doe_UNI_task4_1 --runs runs/seed1 --report report.pdf --meta META.yaml -o Doe_UNI_task4.zip
+  atst-sed package --format dcase2023 --system Doe_UNI_task4_1 --runs runs/s1 runs/s2 runs/s3 \\
+      --report report.pdf --meta META.yaml -o Doe_UNI_task4.zip
+  atst-sed package validate Doe_UNI_task4.zip
+
+META.yaml: submission.name, submission.abbreviation and submission.authors (each with lastname,
+firstname and affiliation; exactly one with 'corresponding: true') are required, the rest comes from
+the runs; the README's "Submission packaging" section lists every field with an example file.
+
 package layout:
   task4/Lastname_INST_task4_technical_report.pdf
   task4/<label>/<label>.meta.yaml
@@ -81,6 +92,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="check a submission zip or folder and print every problem",
         description="Check a DCASE Task 4 submission (zip or folder) like the organisers' validators "
                     "and print every problem; exit 1 if there is any.",
+        epilog="examples:\n  atst-sed package validate Doe_UNI_task4.zip\n"
+               "  atst-sed package validate submission/task4 --format dcase2023 --expected-clips 692",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     v.add_argument("package", metavar="SUBMISSION.zip|DIR")
     v.add_argument("--format", choices=FORMATS, default=None,

@@ -7,52 +7,101 @@ import argparse
 import json
 
 
+SYNTH_DESCRIPTION = """\
+Build an offline, DESED-like synthetic corpus in the DCASE 2022 layout: strong-labelled synthetic
+soundscapes (train and validation), weakly labelled and unlabelled clips and a strong-labelled test
+split (--size small: 400 / 100 / 200 / 400 / 100 clips), 10 s at 16 kHz, the 10 DESED classes. Every class has its own spectro-temporal
+signature; events last 0.3-10 s, overlap, and sit in background noise. Deterministic for a --seed;
+nothing is downloaded (--sources real takes recordings from Debian packages instead). Writes
+manifests/, fingerprint.json and a README.md describing the corpus; safe to rerun."""
+
+SYNTH_EPILOG = """\
+examples:
+  atst-sed prepare synth --root data/synth --size small          # 1,200 clips, what make demo uses
+  atst-sed prepare synth --root data/synth_tiny --size tiny --seed 1
+  atst-sed prepare synth --root data/synth --speech-dir my_speech/   # real speech in the Speech events
+  atst-sed prepare synth --root data/synth_real --sources real       # needs apt (Debian sound packages)
+"""
+
+DCASE22_DESCRIPTION = """\
+Prepare real DESED (DCASE 2022 Task 4) in ROOT: optionally download it first with the `desed`
+package (YouTube clips + Zenodo soundscapes; pip install 'desed>=1.3.7'), then resample every clip to
+16 kHz mono into the *_16k folders, and verify: clips named in the metadata but absent or unreadable
+go to ROOT/missing_files.tsv (YouTube clips disappear over time), the per-set counts and a hash of
+the whole corpus to ROOT/fingerprint.json, which every training run records. Safe to rerun: finished
+clips are skipped."""
+
+DCASE22_EPILOG = """\
+examples:
+  atst-sed prepare dcase22 --root data/dcase/dataset --download --jobs 8
+  atst-sed prepare dcase22 --root data/dcase/dataset                  # already downloaded: resample + verify
+  atst-sed prepare dcase22 --root data/dcase/dataset --only-verify    # report + missing_files.tsv + fingerprint.json
+"""
+
+CUSTOM_DESCRIPTION = """\
+Build a corpus from your own data: DESED-format label TSVs (strong: filename onset offset
+event_label; weak: filename event_labels) with the audio folders their file names are relative to,
+and your class list. Audio of any rate, channel count, format or sub-folder is converted to 16 kHz
+mono in the same DCASE 2022 layout as the other corpora. Give any of the parts; train with
+recipes/custom (see its README)."""
+
+CUSTOM_EPILOG = """\
+examples:
+  atst-sed prepare custom --root data/mine --classes knock,kettle \\
+      --strong strong.tsv audio/ --validation val.tsv audio/ --test test.tsv audio/
+  atst-sed prepare custom --root data/mine --classes classes.txt --weak weak.tsv clips/ --unlabeled more_clips/
+"""
+
+
 def register(subparsers) -> None:
+    from atst_sed.cli.options import add_jobs
+
     p = subparsers.add_parser(
         "prepare",
-        help="build the synthetic corpus or prepare DESED (DCASE 2022 layout, 16 kHz)",
+        help="build the synthetic corpus, prepare DESED or your own data (DCASE 2022 layout, 16 kHz)",
         description="Prepare a corpus in the DCASE 2022 Task 4 layout: 16 kHz audio, DESED TSVs, "
-        "manifests and a dataset fingerprint (ROOT/fingerprint.json). Safe to rerun.",
+        "manifests and a dataset fingerprint (ROOT/fingerprint.json). Safe to rerun. "
+        "'atst-sed prepare CORPUS --help' describes each corpus.",
     )
     corpora = p.add_subparsers(dest="corpus", metavar="CORPUS", required=True)
+    raw = argparse.RawDescriptionHelpFormatter
 
-    s = corpora.add_parser("synth", help="offline DESED-like synthetic corpus (deterministic by seed)")
-    s.add_argument("--root", required=True, help="output folder")
+    s = corpora.add_parser("synth", help="offline DESED-like synthetic corpus (deterministic by seed)",
+                           description=SYNTH_DESCRIPTION, epilog=SYNTH_EPILOG, formatter_class=raw)
+    s.add_argument("--root", required=True, metavar="DIR", help="output corpus folder")
     s.add_argument("--seed", type=int, default=0, help="corpus seed (default 0)")
     s.add_argument("--size", choices=("tiny", "small"), default="small",
                    help="tiny: 84 clips in seconds (tests); small: 1,200 clips (make demo) (default small)")
     s.add_argument("--sources", choices=("synthetic", "real"), default="synthetic",
                    help="synthetic generators (+ real speech from --speech-dir), or real recordings from Debian/PyPI packages")
-    s.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
-    s.add_argument("--speech-dir", default=None, help="folder of real speech WAVs to mix into the Speech events (default: none, synthetic babble only)")
-    s.add_argument("--cache-dir", default=None, help="--sources real: download cache (default ROOT/.audio_cache)")
+    add_jobs(s)
+    s.add_argument("--speech-dir", default=None, metavar="DIR",
+                   help="folder of real speech WAVs to mix into the Speech events (default: none, synthetic babble only)")
+    s.add_argument("--cache-dir", default=None, metavar="DIR", help="--sources real: download cache (default ROOT/.audio_cache)")
     s.set_defaults(func=run_synth)
 
-    d = corpora.add_parser("dcase22", help="real DESED: download (optional), resample to 16 kHz, verify")
-    d.add_argument("--root", required=True, help="DESED folder in the DCASE 2022 layout (…/dcase/dataset)")
+    d = corpora.add_parser("dcase22", help="real DESED: download (optional), resample to 16 kHz, verify",
+                           description=DCASE22_DESCRIPTION, epilog=DCASE22_EPILOG, formatter_class=raw)
+    d.add_argument("--root", required=True, metavar="DIR", help="DESED folder in the DCASE 2022 layout (…/dcase/dataset)")
     d.add_argument("--download", action="store_true",
                    help="download first with the `desed` package (pip install 'desed>=1.3.7'; YouTube + Zenodo)")
     d.add_argument("--no-synthetic", action="store_true", help="with --download: skip the synthetic soundscapes")
     d.add_argument("--strong-real", action="store_true", help="with --download: also the AudioSet strong set")
     d.add_argument("--only-verify", action="store_true",
                    help="resample nothing: report missing/unreadable clips and write the fingerprint")
-    d.add_argument("--jobs", type=int, default=None, help="parallel workers (default: all cores)")
+    add_jobs(d, "all CPU cores for resampling; 3 for --download")
     d.set_defaults(func=run_dcase22)
 
-    c = corpora.add_parser(
-        "custom", help="your own labelled audio (any classes, rates, formats) → the same layout",
-        description="Build a corpus from your own data: DESED-format label TSVs (strong: filename onset "
-        "offset event_label; weak: filename event_labels) with the audio folders their file names are "
-        "relative to. Give any of the parts; train with recipes/custom (see its README).",
-    )
-    c.add_argument("--root", required=True, help="output corpus folder")
+    c = corpora.add_parser("custom", help="your own labelled audio (any classes, rates, formats) → the same layout",
+                           description=CUSTOM_DESCRIPTION, epilog=CUSTOM_EPILOG, formatter_class=raw)
+    c.add_argument("--root", required=True, metavar="DIR", help="output corpus folder")
     c.add_argument("--classes", required=True, help="class names: comma-separated, or a text file with one per line")
     for part, what in (("strong", "strong-labelled training clips"), ("weak", "weakly labelled training clips"),
                        ("validation", "strong-labelled validation clips (model selection)"),
                        ("test", "strong-labelled test clips")):
         c.add_argument(f"--{part}", nargs=2, metavar=("TSV", "AUDIO_DIR"), help=what)
     c.add_argument("--unlabeled", metavar="AUDIO_DIR", help="unlabelled clips: every audio file below the folder")
-    c.add_argument("--jobs", type=int, default=None, help="parallel workers (default: all cores)")
+    add_jobs(c)
     c.set_defaults(func=run_custom)
 
 

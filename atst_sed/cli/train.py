@@ -5,6 +5,12 @@ from __future__ import annotations
 import argparse
 
 EPILOG = """\
+examples:
+  atst-sed train recipes/mini data.root=data/synth                  # every stage
+  atst-sed train dcase22 --stage distill_c2f [overrides]            # one stage (earlier ones done)
+  atst-sed train dcase22 --resume [overrides]                       # continue an interrupted run
+  atst-sed train mini optim.lr=1e-3 --print-config                  # the resolved configuration
+
 RECIPE is a recipe folder (recipe.yaml + README.md), a YAML file, or the name of a shipped recipe
 (mini, mini_probe, dcase22, custom). A recipe holds only its differences from the defaults
 (configs/finetune/default.yaml documents them); a value written ??? must be given on the command line.
@@ -25,17 +31,18 @@ left by a command that failed before training is reused.
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from atst_sed.cli.options import add_overrides
+
     p = subparsers.add_parser(
         "train",
         help="fine-tune / distil SED models from a recipe (stages, run folder, resume)",
-        description="Fine-tune ATST-Frame/ATST-Clip SED models, C2F/F2C distillation, and test (DCASE 2022 outputs).",
+        description="Fine-tune ATST-Frame / ATST-Clip SED models from a recipe, distil them (C2F / F2C) and test "
+                    "them, stage by stage, into one run folder (checkpoints, metrics, DCASE 2022 test outputs).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("recipe", metavar="RECIPE", help="recipe folder, YAML file, or shipped recipe name (mini, dcase22, …)")
-    _add_options(p)
-    # Overrides and options may be mixed in any order after RECIPE (argparse alone cannot).
-    p.add_argument("overrides", nargs=argparse.REMAINDER, metavar="KEY=VALUE", help="config overrides, e.g. trainer.max_epochs=5")
+    add_overrides(p, _add_options)
     p.set_defaults(func=run)
 
 
@@ -47,32 +54,6 @@ def _add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--print-config", action="store_true", help="print the resolved configuration (YAML) and exit")
 
 
-def _split_rest(args: argparse.Namespace) -> None:
-    """Options that came after the first override land in ``overrides``: parse them out."""
-    extra = argparse.ArgumentParser(prog="atst-sed train", add_help=False)
-    _add_options(extra)
-    defaults = extra.parse_args([])
-    parsed, overrides = extra.parse_known_args(args.overrides)
-    for key, value in vars(parsed).items():
-        if value != getattr(defaults, key):
-            setattr(args, key, value)
-    args.overrides = overrides
-
-
-def _quiet_libraries() -> None:
-    """Keep the terminal to our progress lines: Lightning's banners and known third-party noise off."""
-    import logging
-    import warnings
-
-    for name in ("pytorch_lightning", "lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    warnings.filterwarnings("ignore", message="A similar operating point exists")
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    # frozen encoder blocks are kept in eval mode on purpose (no DropPath in them)
-    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-
-
 def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
@@ -81,18 +62,14 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from atst_sed.cli.options import split_overrides
     from atst_sed.config import to_dict
-    from atst_sed.errors import AtstSedError
     from atst_sed.fileio import check_output_folder
     from atst_sed.training.run import Run, run_config_for_folder, summary_rows
     from atst_sed.training.run_config import load_recipe
     from atst_sed.training.trainer import is_main_process
 
-    _split_rest(args)
-    _quiet_libraries()
-    bad = [o for o in args.overrides if "=" not in o or o.startswith("-")]
-    if bad:
-        raise AtstSedError(f"override {bad[0]!r} is not KEY=VALUE")
+    split_overrides(args)
     config = load_recipe(args.recipe, args.overrides)
     run_dir = Path(args.run_dir) if args.run_dir else Path(args.root_dir) / config.name
     check_output_folder(*((args.run_dir, "--run-dir") if args.run_dir else (args.root_dir, "--root-dir")))

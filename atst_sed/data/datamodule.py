@@ -100,6 +100,31 @@ def corpus_classes(root: str | Path) -> list[str] | None:
     return list(classes) if classes else None
 
 
+def training_data(config: DataConfig, fingerprint: dict[str, Any]) -> list[str]:
+    """What a run trains on, one line per corpus set of a pool with a share in the batches, e.g.
+    ``synth_train: audio/train/synthetic21_train/soundscapes_16k (synthetic corpus, strong labels, 24 clips)``
+    (clip counts from the corpus ``fingerprint``; sets it has no clips of are left out; weak clips held
+    out for validation are said). The ``training_data`` of a run's manifest and of a submission's
+    meta information."""
+    counts = fingerprint.get("sets") or {}
+    corpus = fingerprint.get("corpus")
+    pools = {"strong": config.strong_sets, "weak": config.weak_sets, "unlabeled": config.unlabeled_sets}
+    lines = []
+    for pool, names in pools.items():
+        if config.proportions.get(pool, 0.0) <= 0:
+            continue
+        for name in names:
+            if counts and not counts.get(name):
+                continue  # a set the corpus does not have (e.g. no strong real clips): nothing trained on
+            facts = [f"{corpus} corpus" if corpus else None,
+                     "no labels" if pool == "unlabeled" else f"{pool} labels",
+                     f"{counts[name]:,} clips" if name in counts else None]
+            if pool == "weak" and config.weak_val_fraction > 0:
+                facts.append(f"{config.weak_val_fraction:.0%} held out for validation")
+            lines.append(f"{name}: {SETS[name].audio} ({', '.join(f for f in facts if f)})")
+    return lines
+
+
 def run_classes(config: DataConfig) -> tuple[str, ...]:
     """The class order of a run: ``data.classes``, else the corpus's declared classes, else DESED's."""
     return tuple(config.classes or corpus_classes(config.root) or DESED_CLASSES)

@@ -13,11 +13,20 @@ from os import PathLike
 from typing import Any
 
 from atst_sed.errors import AtstSedError
-from atst_sed.evaluation.inputs import load_event_table, load_operating_points, load_scores, prediction_kind
+from atst_sed.evaluation.inputs import (
+    load_event_table,
+    load_operating_points,
+    load_scores,
+    operating_point_files,
+    prediction_kind,
+)
 from atst_sed.evaluation.metrics import evaluate_event_table, evaluate_operating_points, evaluate_scores
 from atst_sed.events import read_durations_tsv
 
 log = logging.getLogger(__name__)
+
+#: F1 decision threshold when none is given.
+DEFAULT_THRESHOLD = 0.5
 
 
 def evaluate_files(
@@ -25,7 +34,7 @@ def evaluate_files(
     ground_truth: str | PathLike[str],
     durations: str | PathLike[str],
     classes: Sequence[str] | None = None,
-    threshold: float = 0.5,
+    threshold: float | None = None,
     exclude_missing: bool = False,
     n_jobs: int | None = None,
     plot_dir: str | PathLike[str] | None = None,
@@ -37,7 +46,8 @@ def evaluate_files(
         predictions: a folder of ``predictions_th_<t>.tsv`` files, a folder of score files
             ``<clip>.tsv``, or one event table (TSV, or the CSV of ``atst-sed detect``).
         classes: the classes scored (default: those of the ground truth).
-        threshold: decision threshold of the F1 scores (operating points: the nearest file).
+        threshold: decision threshold of the F1 scores (default 0.5; operating points: the file
+            with the nearest threshold, named in the log and in ``f1_operating_point``).
         exclude_missing: leave ground-truth clips without any prediction out (default: they count
             as nothing detected).
         n_jobs: worker processes (default: CPUs).
@@ -59,6 +69,7 @@ def evaluate_files(
         if not classes:
             raise AtstSedError(f"{ground_truth}: the ground truth has no event")
     kind = prediction_kind(predictions)
+    given, threshold = threshold, DEFAULT_THRESHOLD if threshold is None else threshold
     plots = None if plot_dir is None else str(plot_dir)
     try:
         if kind == "operating_points":
@@ -78,6 +89,7 @@ def evaluate_files(
                 log.warning("PSD-ROC curves need operating points or score files; none written for one event table")
     except ValueError as err:  # the libraries' own refusals, as one line
         raise AtstSedError(f"{predictions}: {err}") from None
+    result.update(_operating_point(kind, predictions, threshold, given, result))
     if result["n_clips_missing"]:
         log.warning(
             "%d ground-truth clip(s) have no prediction (%s), e.g. %s", result["n_clips_missing"],
@@ -88,4 +100,21 @@ def evaluate_files(
             "predictions": str(predictions), **result}
 
 
-__all__ = ["evaluate_files"]
+def _operating_point(kind: str, predictions: str | PathLike[str], threshold: float, given: float | None,
+                     result: dict[str, Any]) -> dict[str, Any]:
+    """Which decision threshold the F1 scores used, for the JSON, said in one log line when it is not
+    the one asked for: ``f1_threshold_requested`` and, for operating points, ``f1_operating_point``
+    (the file whose threshold is the nearest)."""
+    if kind == "operating_points":
+        used = result["f1_threshold"]
+        path = operating_point_files(predictions)[used]
+        if used != threshold:
+            log.info("F1 at threshold %g: %s is the operating point nearest to %s%g", used, path.name,
+                     "--threshold " if given is not None else "the default ", threshold)
+        return {"f1_threshold_requested": threshold, "f1_operating_point": str(path)}
+    if kind == "events" and given is not None:
+        log.info("--threshold %g does not apply to one event table: it is scored as it is", given)
+    return {"f1_threshold_requested": threshold} if kind == "scores" else {}
+
+
+__all__ = ["DEFAULT_THRESHOLD", "evaluate_files"]

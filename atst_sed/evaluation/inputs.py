@@ -34,6 +34,7 @@ __all__ = [
     "load_event_table",
     "load_operating_points",
     "load_scores",
+    "operating_point_files",
     "prediction_kind",
 ]
 
@@ -87,6 +88,21 @@ def load_event_table(path: str | PathLike[str], classes: Sequence[str] | None,
     return table
 
 
+def operating_point_files(directory: str | PathLike[str]) -> dict[float, Path]:
+    """``{threshold: path}`` of the ``predictions_th_<threshold>.tsv`` files in ``directory``, by
+    threshold; :class:`InputError` when there is none or a threshold is outside [0, 1]."""
+    directory = Path(directory)
+    found: dict[float, Path] = {}
+    for path in sorted(p for p in directory.iterdir() if OP_FILE_PATTERN.match(p.name)):
+        threshold = float(OP_FILE_PATTERN.match(path.name).group(1))  # type: ignore[union-attr]
+        if not 0.0 <= threshold <= 1.0:
+            raise InputError(path, f"threshold {threshold:g} in the file name is not in [0, 1]")
+        found[threshold] = path
+    if not found:
+        raise InputError(directory, "no predictions_th_<threshold>.tsv files")
+    return dict(sorted(found.items()))
+
+
 def load_operating_points(
     directory: str | PathLike[str], classes: Sequence[str] | None,
     durations: Mapping[str, float],
@@ -94,15 +110,9 @@ def load_operating_points(
     """``{threshold: events}`` from ``predictions_th_*.tsv`` files, read as written and checked
     together (one warning per finding over all files, see :func:`check_event_tables`)."""
     directory = Path(directory)
-    files = sorted(p for p in directory.iterdir() if OP_FILE_PATTERN.match(p.name))
-    if not files:
-        raise InputError(directory, "no predictions_th_<threshold>.tsv files")
     tables: dict[Path, pd.DataFrame] = {}
     out: dict[float, pd.DataFrame] = {}
-    for path in files:
-        threshold = float(OP_FILE_PATTERN.match(path.name).group(1))  # type: ignore[union-attr]
-        if not 0.0 <= threshold <= 1.0:
-            raise InputError(path, f"threshold {threshold:g} in the file name is not in [0, 1]")
+    for threshold, path in operating_point_files(directory).items():
         out[threshold] = tables[path] = read_strong_tsv(path, classes=classes, durations=durations)
     check_event_tables(tables, durations, f"operating points {directory}")
     return out

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from atst_sed.errors import InputError
-from atst_sed.runfolder import RunFolder
+from atst_sed.runfolder import RunFolder, repeated_folders
 
 # summary column → how to read it from a test metrics.json
 METRICS: dict[str, tuple[str, ...]] = {
@@ -57,7 +57,13 @@ def run_test_results(run_dir: str | PathLike[str]) -> tuple[RunFolder, pd.DataFr
 
 
 def collect_test_results(run_dirs: Sequence[str | PathLike[str]]) -> tuple[list[RunFolder], pd.DataFrame]:
-    """Test results of every run (see :func:`run_test_results`), one table."""
+    """Test results of every run (see :func:`run_test_results`), one table. A run folder given
+    twice (by the same or another path) is refused: each run counts once in the mean ± std."""
+    repeated = repeated_folders(run_dirs)
+    if repeated:
+        given = repeated[0]
+        raise InputError(given[0], f"run folder given {len(given)} times ({', '.join(given)}); "
+                                   "each run counts once in the mean ± std")
     infos, tables = zip(*(run_test_results(r) for r in run_dirs))
     names = [i.name for i in infos]
     if len(set(names)) < len(names):  # two folders with the same name: keep them apart by path

@@ -89,14 +89,15 @@ def collect_inputs(inputs: Sequence[str]) -> tuple[list[InputFile], list[str]]:
 
 @dataclass
 class DetectionReport:
-    """What :func:`detect_inputs` did: files processed, one line per problem (an input that could not
-    be used or failed) and per warning (e.g. a digitally silent recording, processed anyway), and the
-    number of events written."""
+    """What :func:`detect_inputs` did: audio files found, how many of them failed, one line per problem
+    (an input that could not be used or failed) and per warning (e.g. a digitally silent recording,
+    processed anyway), and the number of events written."""
 
     files: int = 0
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     events: int = 0
+    failed_files: int = 0
 
     @property
     def failed(self) -> bool:
@@ -132,6 +133,7 @@ def detect_inputs(
     checkpoint: str,
     output: str = "-",
     scores_dir: str | None = None,
+    raw_scores_dir: str | None = None,
     plot_dir: str | None = None,
     plot_format: str | None = None,
     plot_classes: int | None = None,
@@ -151,6 +153,10 @@ def detect_inputs(
     to ``output`` (``-``: standard output), per-file score files into ``scores_dir`` and pictures
     into ``plot_dir``. The library side of ``atst-sed detect``: nothing is printed.
 
+    ``scores_dir`` gets the post-processed scores (median-filtered with the detector's sizes: the
+    scores the CSV's events are thresholded from, what ``atst-sed evaluate`` and a DCASE 2023
+    submission score); ``raw_scores_dir`` the model's scores before the median filter.
+
     Inputs that cannot be used are reported one line each in the returned
     :class:`DetectionReport` (and, as they happen, to ``on_message``); the others are still
     processed. ``on_progress(done, total, current file name)`` follows the files. Bad settings or an
@@ -163,9 +169,11 @@ def detect_inputs(
     """
     from atst_sed.inference.detector import Detector
 
-    for folder, option in ((scores_dir, "--scores-dir"), (plot_dir, "--plot")):
+    for folder, option in ((scores_dir, "--scores-dir"), (raw_scores_dir, "--raw-scores-dir"), (plot_dir, "--plot")):
         if folder is not None:
             check_output_folder(folder, option)
+    if scores_dir and raw_scores_dir and Path(scores_dir).resolve() == Path(raw_scores_dir).resolve():
+        raise AtstSedError("--scores-dir and --raw-scores-dir must be different folders")
     resolve_output(output)  # a folder given as -o is refused before the model runs
     if batch_size is not None and batch_size < 1:
         raise AtstSedError("--batch-size must be at least 1")
@@ -205,6 +213,7 @@ def detect_inputs(
             on_progress(done, len(files), name)
 
     def failed(f: InputFile, err: Exception) -> None:
+        report.failed_files += 1
         if isinstance(err, InputError):
             note(str(err))
         elif isinstance(err, MemoryError):
@@ -223,8 +232,12 @@ def detect_inputs(
         for (f, audio), scores in zip(group, all_scores):
             try:
                 found = detector.events(scores, f.name)
+                clip = score_file_id(f.name)
                 if scores_dir:
-                    write_score_files(scores_dir, {score_file_id(f.name): scores.probs}, detector.classes, scores.frame_seconds)
+                    write_score_files(scores_dir, {clip: detector.decoding.filtered(scores.probs)}, detector.classes,
+                                      scores.frame_seconds)
+                if raw_scores_dir:
+                    write_score_files(raw_scores_dir, {clip: scores.probs}, detector.classes, scores.frame_seconds)
                 if plot_dir:
                     write_pictures(Path(plot_dir) / score_file_id(f.name), plot_format, audio, scores, found,
                                    detector.classes, detector.thresholds, plot_classes, detector.spec.frontend)

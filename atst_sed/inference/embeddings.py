@@ -1,6 +1,10 @@
 """Frame embeddings of whole recordings (``atst-sed embed``): consecutive 10 s chunks through an
 ATST encoder.
 
+Many inputs (:func:`embed_inputs`): files, folders and glob patterns as ``atst-sed detect`` takes them,
+one ``.npz`` per file in an output folder (sub-folders of an input folder kept); a single file named
+directly can go to any output file instead.
+
 Audio longer than the encoder's positional table is cut, as audiossl's embedding API does, into
 consecutive chunks of the whole file's features (1001 mel frames: the 250-token table of 4-frame
 tokens, and the frame a 10 s window drops; no overlap); each chunk is encoded on its own and the
@@ -11,7 +15,11 @@ with edge-discounted scores use :class:`atst_sed.inference.detector.Detector`.
 
 from __future__ import annotations
 
+import glob
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from os import PathLike
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,7 +27,9 @@ import torch.nn.functional as F
 
 from atst_sed.audio import load_audio
 from atst_sed.errors import AtstSedError, InputError
+from atst_sed.fileio import check_output_folder, describe, open_output, resolve_output
 from atst_sed.frontend import FrontendConfig, LogMelFrontend
+from atst_sed.inference.batch import InputFile, collect_inputs
 from atst_sed.models.encoder import ATSTEncoder
 from atst_sed.timegrid import FrameGrid
 
@@ -128,3 +138,88 @@ def embed_file(
         "token_seconds": np.float64(grid.frame_seconds),
         "duration": np.float64(wave.shape[0] / rate),
     }
+
+
+def write_npz(path: str | PathLike[str], arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez`` to the output ``path`` (atomically for a file: :mod:`atst_sed.fileio`)."""
+    with open_output(path) as handle:
+        np.savez(handle, **arrays)
+
+
+def is_single_file(inputs: Sequence[str]) -> bool:
+    """True for one input that names a file (not a folder or a glob pattern): its output is a file."""
+    return len(inputs) == 1 and not Path(inputs[0]).is_dir() and not glob.has_magic(inputs[0])
+
+
+def npz_targets(inputs: Sequence[str], files: Sequence[InputFile], output: str | PathLike[str]) -> list[Path]:
+    """Where the ``.npz`` of each of ``files`` goes: ``output`` itself for a single file named
+    directly (unless ``output`` is an existing folder), else ``output/<name>.npz`` with the name the
+    file has in its input (``sub/b.flac`` → ``output/sub/b.npz``). Raises :class:`InputError` for an
+    output that cannot take them and when two files would write the same ``.npz``."""
+    if is_single_file(inputs) and describe(output) != "folder":
+        resolve_output(output)  # refuses a socket now, before the model loads
+        return [Path(output)] * len(files)
+    folder = check_output_folder(output, "-o" if is_single_file(inputs) else "-o with several inputs")
+    targets = [folder / Path(f.name).with_suffix(".npz") for f in files]
+    first: dict[Path, InputFile] = {}
+    for f, target in zip(files, targets):
+        if target in first:
+            raise InputError(target, f"{first[target].path} and {f.path} would both be written here; "
+                                     "give them in separate runs or rename one")
+        first[target] = f
+    return targets
+
+
+@dataclass
+class EmbeddingReport:
+    """What :func:`embed_inputs` did: the files written and one line per input that could not be used."""
+
+    written: list[Path] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def embed_inputs(
+    inputs: Sequence[str],
+    encoder: ATSTEncoder,
+    output: str | PathLike[str],
+    frontend: FrontendConfig | None = None,
+    device: torch.device | str = "cpu",
+    all_blocks: bool = False,
+    batch_size: int = 16,
+    on_message: Callable[[str], None] | None = None,
+    on_progress: Callable[[int, int, str], None] | None = None,
+) -> EmbeddingReport:
+    """:func:`embed_file` for every audio file of ``inputs`` (files, folders searched recursively,
+    glob patterns), each written as ``.npz`` where :func:`npz_targets` says. Inputs that cannot be
+    used are reported one line each (also to ``on_message`` as they happen) and the others are still
+    processed; ``on_progress(done, total, current file name)`` follows the files. An unusable output
+    raises :class:`InputError` before anything is read."""
+    files, problems = collect_inputs(inputs)
+    targets = npz_targets(inputs, files, output)
+    report = EmbeddingReport()
+
+    def note(line: str) -> None:
+        report.problems.append(line)
+        if on_message is not None:
+            on_message(line)
+
+    for line in problems:
+        note(line)
+    for done, (f, target) in enumerate(zip(files, targets)):
+        if on_progress is not None:
+            on_progress(done, len(files), f.name)
+        try:
+            arrays = embed_file(f.path, encoder, frontend, device, all_blocks=all_blocks, batch_size=batch_size)
+            if target != Path(output):  # a file in the output folder (sub-folders as in the input)
+                target.parent.mkdir(parents=True, exist_ok=True)
+            write_npz(target, arrays)
+        except InputError as err:
+            note(str(err))
+            continue
+        except (AtstSedError, OSError) as err:
+            note(f"{f.path}: {err}")
+            continue
+        report.written.append(target)
+    if on_progress is not None:
+        on_progress(len(files), len(files), "")
+    return report

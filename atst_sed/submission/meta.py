@@ -5,8 +5,10 @@ What a run folder (:class:`~atst_sed.runfolder.RunFolder`) gives a submission::
     RUN_DIR/manifest.json                 versions, frontend, model parameter counts, training data
     RUN_DIR/test/student/metrics.json     development-set PSDS1/PSDS2 (else RUN_DIR/<stage>/metrics.json)
     RUN_DIR/eval/events.tsv | events.csv  detections on the evaluation set (dcase2022)
-    RUN_DIR/eval/scores/<clip>.tsv        sed_scores_eval scores on the evaluation set (dcase2023)
-    RUN_DIR/eval/scores_raw/              optional: scores before post-processing (dcase2023;
+    RUN_DIR/eval/scores/<clip>.tsv        sed_scores_eval scores on the evaluation set, post-processed
+                                          (median-filtered, as detect's --scores-dir writes them; dcase2023)
+    RUN_DIR/eval/scores_raw/              optional: scores before post-processing (detect's
+                                          --raw-scores-dir; dcase2023;
                                           ``scores_unprocessed/`` is read too)
 
 The user's ``META.yaml`` supplies what no run can know (authors, names, description). It has the
@@ -61,7 +63,7 @@ def detect_command(run: RunFolder) -> str:
     stage = with_ckpt[-1] if with_ckpt else (trained[-1] if trained else "<stage>")
     out = run.eval_dir
     return (f"atst-sed detect EVAL_AUDIO --checkpoint {run.stage(stage).checkpoint('best')} "
-            f"--scores-dir {out / 'scores'} -o {out / 'events.csv'}")
+            f"--scores-dir {out / 'scores'} --raw-scores-dir {out / 'scores_raw'} -o {out / 'events.csv'}")
 
 
 def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:

@@ -29,7 +29,7 @@ from atst_sed.errors import AtstSedError, InputError
 from atst_sed.events import read_strong_tsv, write_events_tsv
 from atst_sed.fileio import atomic_write_text, copy_file, open_output, resolve_output
 from atst_sed.inference.batch import detect_inputs
-from atst_sed.runfolder import RunFolder
+from atst_sed.runfolder import RunFolder, repeated_folders
 from atst_sed.submission.layout import (
     DESED_CLASSES,
     FORMATS,
@@ -145,7 +145,7 @@ def _run_detection(run: RunFolder, eval_audio: Path, fmt: str, problems: list[st
     log.info("detecting events in %s with %s", eval_audio, checkpoints[-1])
     try:
         report = detect_inputs([str(eval_audio)], str(checkpoints[-1]), output=str(run.eval_dir / "events.csv"),
-                               scores_dir=str(run.eval_dir / "scores"))
+                               scores_dir=str(run.eval_dir / "scores"), raw_scores_dir=str(run.eval_dir / "scores_raw"))
     except AtstSedError as err:
         problems.append(f"{run.path}: detection failed: {err}")
         return
@@ -192,6 +192,18 @@ def _stage_system(spec: SystemSpec, runs: list[RunFolder], user_meta: dict[str, 
         raw = run.scores_dir(unprocessed=True)
         if raw is not None:
             _copy_scores(raw, folder / run_dir_name(spec.label, k, unprocessed=True))
+
+
+#: Meta fields no run can know: a package lacking one is fixed in META.yaml.
+HUMAN_FIELDS = ("submission.name", "submission.abbreviation", "submission.authors")
+
+
+def _where_to_give(problem: str, meta: str | PathLike[str]) -> str:
+    """A staged meta file's "missing required field" problem for a field of :data:`HUMAN_FIELDS`,
+    with where to give it (the user's ``meta``); other problems as they are."""
+    if any(f"missing required field {field} " in problem for field in HUMAN_FIELDS):
+        return f"{problem}: give it in {meta}"
+    return problem
 
 
 def _zip_folder(folder: Path, target: Path) -> None:
@@ -243,6 +255,9 @@ def build_package(
             what = ("one run folder per system" if need == 1
                     else f"{N_RUNS} run folders per system (independent training runs)")
             problems.append(f"{spec.label}: {len(spec.runs)} run folder(s) given; {fmt} takes {what}")
+        for given in repeated_folders(spec.runs):
+            problems.append(f"{spec.label}: one run folder is given {len(given)} times ({', '.join(given)}); "
+                            "a system's runs must be independent trainings")
     report = Path(report)
     if not report.is_file():
         problems.append(f"{report}: technical report not found")
@@ -289,7 +304,8 @@ def build_package(
         # Outputs or the report left out of the staging were already explained above (with the
         # command that makes them); the validator's "missing …" lines would only repeat that.
         explained = ("missing run", "no system output", "missing system output", "no technical report")
-        problems += [p for p in staged.problems if not (problems and any(e in p for e in explained))]
+        problems += [_where_to_give(p, meta) for p in staged.problems
+                     if not (problems and any(e in p for e in explained))]
         if problems:
             raise SubmissionError(problems)
         zipped = tmp / "submission.zip"

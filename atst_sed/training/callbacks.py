@@ -241,3 +241,43 @@ class StepProgressBar(pl.callbacks.RichProgressBar):
 
     def _get_train_description(self, current_epoch: int) -> str:
         return f"Epoch {current_epoch} · step {self.trainer.global_step}/{self.trainer.max_steps}"
+
+
+def on_a_terminal() -> bool:
+    """Whether a live progress bar can be seen: Lightning's rich bar draws on standard output, and in a
+    file or a pipe it leaves only a frozen last frame."""
+    import sys
+
+    return sys.stdout.isatty()
+
+
+class StepLog(pl.Callback):
+    """One log line every ``every`` optimizer steps (and at the last): step of max, training loss, steps
+    and clips per second since the previous line, time elapsed — the progress of a step-bounded run
+    (pretraining) where no live progress bar shows (output to a file or a pipe)."""
+
+    def __init__(self, every: int, stage: str = "pretrain"):
+        self.every = max(int(every), 1)
+        self.stage = stage
+        self._start = self._since = time.perf_counter()
+        self._since_step = 0
+
+    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self._start = self._since = time.perf_counter()
+        self._since_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *args: Any) -> None:
+        step = trainer.global_step
+        if step == self._since_step or (step % self.every and step != trainer.max_steps):
+            return
+        now = time.perf_counter()
+        rate = (step - self._since_step) / max(now - self._since, 1e-9)
+        self._since, self._since_step = now, step
+        if not trainer.is_global_zero:
+            return
+        loss = trainer.callback_metrics.get("train/loss")
+        clips = getattr(module, "batch_size", None)
+        throughput = f"{rate:.2f} steps/s" + (f" ({rate * clips * trainer.world_size:.1f} clips/s)" if clips else "")
+        elapsed = int(now - self._start)
+        log.info("%s step %d/%d: loss %s, %s, %d:%02d elapsed", self.stage, step, trainer.max_steps,
+                 "–" if loss is None else f"{float(loss):.4f}", throughput, elapsed // 60, elapsed % 60)

@@ -339,10 +339,14 @@ class PretrainModule(pl.LightningModule):
         self._schedules = None  # the world size is known now
         self._step_before = self.global_step
         c = self.optim_config
+        params = list(self.model.parameters())
+        trainable = sum(p.numel() for p in params if p.requires_grad)
         log.info(
-            "pretraining ATST-%s: peak lr %.3g (base %.3g × %d clips / 256), warm-up %d, max %d steps, EMA %.5g → 1",
-            self.model_config.method.capitalize(), self.peak_lr(), c.lr, self.batch_size * self.world_size(),
-            c.warmup_steps, c.max_steps, c.ema,
+            "pretraining ATST-%s (%s parameters, %s trainable) in %d process(es): peak lr %.3g (base %.3g × %d clips "
+            "/ 256), warm-up %d, max %d steps, EMA %.5g → 1",
+            self.model_config.method.capitalize(), f"{sum(p.numel() for p in params):,}", f"{trainable:,}",
+            self.world_size(), self.peak_lr(), c.lr, self.batch_size * self.world_size(), c.warmup_steps, c.max_steps,
+            c.ema,
         )
 
 

@@ -38,7 +38,7 @@ from atst_sed.models.checkpoint import (
     save_checkpoint,
 )
 from atst_sed.runfolder import RunFolder
-from atst_sed.training.callbacks import ResumeCheckpoint, ResumePoint, StepProgressBar
+from atst_sed.training.callbacks import ResumeCheckpoint, ResumePoint, StepLog, StepProgressBar, on_a_terminal
 from atst_sed.training.pretrain import CollapseMonitor, PretrainModule
 from atst_sed.training.pretrain_config import PretrainConfig
 from atst_sed.training.provenance import run_manifest
@@ -133,7 +133,9 @@ def export_teacher(module: PretrainModule, path: Path, config: PretrainConfig, s
 
 def build_trainer(config: PretrainConfig, folder: RunFolder, callbacks: list | None = None, resumed: ResumePoint | None = None):
     """The pretraining Trainer: ``checkpoints/step-*.ckpt`` kept and the resume checkpoint every
-    ``checkpoint_every_n_steps``, the collapse monitor, TensorBoard and CSV logs under ``logs/``."""
+    ``checkpoint_every_n_steps``, the collapse monitor, TensorBoard and CSV logs under ``logs/``, and
+    progress: a bar on a terminal (``trainer.enable_progress_bar``), else a log line every
+    ``trainer.log_every_n_steps`` steps (:class:`StepLog`)."""
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
@@ -148,7 +150,9 @@ def build_trainer(config: PretrainConfig, folder: RunFolder, callbacks: list | N
     purge = {"purge_step": resumed.steps} if resumed else {}
     loggers = [TensorBoardLogger(folder.logs_dir, name="tensorboard", version="", **purge),
                CSVLogger(folder.logs_dir, name="csv")]
-    bar = [StepProgressBar()] if t.enable_progress_bar else []
+    # A live bar on a terminal; elsewhere (a file, a pipe, a batch job's log) a line every log_every_n_steps.
+    live = t.enable_progress_bar and on_a_terminal()
+    progress = [StepProgressBar()] if live else [StepLog(t.log_every_n_steps)]
     return build_lightning_trainer(
         folder.path,
         accelerator=t.accelerator,
@@ -156,13 +160,13 @@ def build_trainer(config: PretrainConfig, folder: RunFolder, callbacks: list | N
         num_nodes=t.num_nodes,
         strategy=t.strategy,
         precision=t.precision,
-        callbacks=[kept, resume, CollapseMonitor(config.collapse), *bar, *(callbacks or [])],
+        callbacks=[kept, resume, CollapseMonitor(config.collapse), *progress, *(callbacks or [])],
         loggers=loggers,
         sync_batchnorm=bool(t.sync_batchnorm and gpu),
         max_steps=config.optim.max_steps,
         max_epochs=-1,
         log_every_n_steps=t.log_every_n_steps,
-        enable_progress_bar=t.enable_progress_bar,
+        enable_progress_bar=live,
         num_sanity_val_steps=0,
         benchmark=gpu,
     )

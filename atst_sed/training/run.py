@@ -25,7 +25,7 @@ import pytorch_lightning as pl
 
 from atst_sed.config import read_yaml, write_yaml
 from atst_sed.data.corpus import read_fingerprint
-from atst_sed.data.datamodule import SEDDataModule, run_classes
+from atst_sed.data.datamodule import SEDDataModule, run_classes, training_data
 from atst_sed.decoding import Decoding
 from atst_sed.errors import AtstSedError, InputError
 from atst_sed.fileio import write_json
@@ -131,9 +131,16 @@ class Run:
             frontend=frontend_config(self.config).to_dict(),
             model=described,
             models=models,
-            training_data=list(previous.get("training_data") or []),
+            training_data=self.training_data(corpus),
             stages=stages_done,
         ))
+
+    def training_data(self, fingerprint: dict[str, Any]) -> list[str]:
+        """The corpus sets the recipe's training stages train on, each once (a stage's overrides
+        may change the pools): :func:`~atst_sed.data.datamodule.training_data`."""
+        lines = [line for name, st in self.config.stages.items() if st.kind != "test"
+                 for line in training_data(stage_config(self.config, name).data, fingerprint)]
+        return list(dict.fromkeys(lines))
 
     # ------------------------------------------------------------------ running
     def run(self, only: str | None = None, resume: bool = False) -> dict[str, dict[str, Any]]:

@@ -1,9 +1,11 @@
 """The one Lightning ``Trainer`` builder of fine-tuning and pretraining runs, its "auto precision"
-rule, and which process writes a run folder."""
+rule, which process writes a run folder, and the Lightning chatter our runs do without."""
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,29 @@ def is_main_process() -> bool:
     return int(env.get("SLURM_PROCID", 0)) == 0
 
 
+#: Lightning's loggers: their INFO lines (accelerator banners, the litlogger tip, "`Trainer.fit`
+#: stopped", checkpoint-loading notes) say nothing our own log lines do not; warnings still show.
+LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric")
+
+#: Warnings about Lightning's own internals or about what our runs do on purpose (message regexes).
+QUIET_WARNINGS = (
+    # pytorch_lightning's pytree helper calls a torch API that torch >= 2.10 deprecates: not ours to fix
+    r".*isinstance\(treespec, LeafSpec\)` is deprecated",
+    # frozen encoder blocks are kept in eval mode on purpose (no dropout / DropPath in them)
+    r"Found \d+ module\(s\) in eval mode",
+)
+
+
+def quiet_lightning() -> None:
+    """Keep a run's terminal to our own lines: Lightning's INFO chatter off, the warnings of
+    :data:`QUIET_WARNINGS` ignored (the model-summary table is off in :func:`build_trainer`).
+    Idempotent; called by :func:`build_trainer`."""
+    for name in LIGHTNING_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for message in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
+
+
 def build_trainer(
     root_dir: str | Path,
     *,
@@ -55,7 +80,11 @@ def build_trainer(
     **options: Any,
 ) -> pl.Trainer:
     """A ``pl.Trainer`` writing under ``root_dir`` with the placement settings of a run config
-    (``precision`` by :func:`resolve_precision`); ``options`` are the other Trainer arguments."""
+    (``precision`` by :func:`resolve_precision`); ``options`` are the other Trainer arguments. No
+    model-summary table (runs log their parameter counts themselves; Lightning's table shows
+    "FLOPs 0" for models it cannot trace), and :func:`quiet_lightning`."""
+    quiet_lightning()
+    options.setdefault("enable_model_summary", False)
     return pl.Trainer(
         default_root_dir=str(root_dir),
         accelerator=accelerator,

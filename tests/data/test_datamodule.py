@@ -285,3 +285,18 @@ def test_evaluation_ground_truth_is_the_labels_as_written_training_targets_clip_
     table.to_csv(labels, sep="\t", index=False, float_format="%.3f")
     with pytest.raises(InputError, match="overlap"):
         SEDDataModule(DataConfig(root=str(root), num_workers=0), ATST_GRID).ground_truth("test")
+
+
+def test_training_data_names_each_set_of_a_pool_in_the_batches():
+    from atst_sed.data.datamodule import training_data
+
+    fingerprint = {"corpus": "synthetic", "sets": {"synth_train": 24, "weak": 1200, "unlabeled": 24, "test": 12}}
+    config = DataConfig(proportions={"strong": 0.5, "weak": 0.5, "unlabeled": 0.0}, weak_val_fraction=0.25,
+                        strong_sets=["synth_train", "strong_real"])
+    assert training_data(config, fingerprint) == [
+        "synth_train: audio/train/synthetic21_train/soundscapes_16k (synthetic corpus, strong labels, 24 clips)",
+        "weak: audio/train/weak_16k (synthetic corpus, weak labels, 1,200 clips, 25% held out for validation)",
+    ]  # no strong_real clips in this corpus; unlabeled clips have no share in the batches
+    everything = DataConfig()
+    assert [line.split(":")[0] for line in training_data(everything, {})] == ["synth_train", "weak", "unlabeled"]
+    assert training_data(everything, {})[2] == "unlabeled: audio/train/unlabel_in_domain_16k (no labels)"

@@ -9,6 +9,7 @@ import shutil
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -120,3 +121,57 @@ def test_the_demo_names_the_tested_models_and_runs_its_detect_and_table_steps(ti
         f"{tested['teacher']['psds2']:.3f} | {tested['teacher']['psds1_sed_scores_eval']:.3f} | "
         f"{tested['teacher']['psds2_sed_scores_eval']:.3f} |",
     ]
+
+
+def test_the_readme_packaging_recipe_submits_the_scores_evaluate_scored(tiny_corpus, mini_run, tmp_path, report_pdf,
+                                                                        monkeypatch):
+    """README "Submission packaging", run as written (three copies of the run as seed1-3, the
+    validation audio as EVAL_AUDIO): detect's --scores-dir holds the post-processed scores the test
+    stage scored (test/student/scores, PSDS alike), --raw-scores-dir the unprocessed ones, and the
+    DCASE 2023 package carries exactly those, with the runs' training data in its meta."""
+    from readme import code_blocks, commands
+    from sed_scores_eval.base_modules.io import read_sed_scores
+
+    corpus, run = tiny_corpus, mini_run
+    detect, *rest = commands("Submission packaging")
+    assert detect[0] == "detect" and [c[0] for c in rest] == ["package", "package", "package"]
+    monkeypatch.chdir(tmp_path)
+    for k in (1, 2, 3):
+        shutil.copytree(run, f"runs/seed{k}")
+    eval_audio = str(corpus / "audio/validation/validation_16k")
+    (example,) = code_blocks("Submission packaging", "yaml")
+    Path("META.yaml").write_text(example)
+    assert report_pdf == tmp_path / "report.pdf"  # the report the commands name
+    for k in (1, 2, 3):  # "the same for seed2, seed3"
+        args = [a.replace("EVAL_AUDIO", eval_audio).replace("seed1", f"seed{k}") for a in detect]
+        assert main(args) == 0, args
+    for args in rest:
+        assert main(args) == 0, args
+
+    tested = run / "test" / "student"
+    for mine, theirs in (("scores", "scores"), ("scores_raw", "scores_raw")):
+        got, want = read_sed_scores(f"runs/seed1/eval/{mine}"), read_sed_scores(str(tested / theirs))
+        assert sorted(got) == sorted(want) and len(got) == 12
+        for clip in want:
+            np.testing.assert_allclose(got[clip].to_numpy(), want[clip].to_numpy(), atol=2e-5)
+    # evaluate on detect's scores gives the PSDS the test stage recorded for its post-processed scores
+    recorded = json.loads((tested / "metrics.json").read_text())
+    out = tmp_path / "metrics.json"
+    assert main(["evaluate", "--ground-truth", str(corpus / "metadata/validation/validation.tsv"),
+                 "--durations", str(corpus / "metadata/validation/validation_durations.tsv"),
+                 "--predictions", "runs/seed1/eval/scores", "--json", str(out)]) == 0
+    evaluated = json.loads(out.read_text())
+    for scenario in ("psds1", "psds2"):
+        assert evaluated[f"{scenario}_threshold_free"] == pytest.approx(recorded[f"{scenario}_sed_scores_eval"], abs=1e-4)
+
+    with zipfile.ZipFile("Doe_UNI_task4.zip") as z:
+        for k in (1, 2, 3):
+            for folder, source in ((f"Doe_UNI_task4_1_run{k}.output", "scores"),
+                                   (f"Doe_UNI_task4_1_run{k}_unprocessed.output", "scores_raw")):
+                for path in sorted(Path(f"runs/seed{k}/eval/{source}").glob("*.tsv")):
+                    assert z.read(f"task4/Doe_UNI_task4_1/{folder}/{path.name}") == path.read_bytes()
+        meta = yaml.safe_load(z.read("task4/Doe_UNI_task4_1/Doe_UNI_task4_1.meta.yaml"))
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert meta["system"]["description"]["training_data"] == manifest["training_data"]
+    assert [line.split(":")[0] for line in manifest["training_data"]] == ["synth_train", "weak"]  # the mini recipe's pools
+    assert meta["submission"]["name"] == yaml.safe_load(example)["submission"]["name"]

@@ -186,3 +186,34 @@ def test_desed_classes_option(tmp_path, files, gt, capsys):
     assert len(result["classes"]) == 10 and "Vacuum_cleaner" in result["classes"]
     assert _run(files, tmp_path / "pred.tsv", "--classes", "Cat,Dog") == 2
     assert "unknown class 'Speech'" in capsys.readouterr().err
+
+
+def test_f1_names_the_operating_point_it_used_when_none_is_at_the_threshold(tmp_path, files, gt, capsys, caplog):
+    """DCASE 2022 writes thresholds 0.01, 0.03, …, 0.49, 0.51, …: none is 0.5. The F1 scores then come
+    from the nearest file, and the log, the table and the JSON say which one."""
+    ops = make_operating_points(gt, seed=3)
+    folder = tmp_path / "ops"
+    for t, df in ops.items():
+        if t == 0.5:
+            write_events_tsv(folder / "predictions_th_0.49.tsv", df)
+        else:
+            write_events_tsv(folder / f"predictions_th_{t:.2f}.tsv", df)
+    out = tmp_path / "m.json"
+    with caplog.at_level("INFO", logger="atst_sed.evaluation.files"):
+        assert _run(files, folder, "--json", str(out), "--threshold", "0.5") == 0
+    result = json.loads(out.read_text())
+    assert result["f1_threshold"] == 0.49 and result["f1_threshold_requested"] == 0.5
+    assert result["f1_operating_point"] == str(folder / "predictions_th_0.49.tsv")
+    event, _ = sed_eval_by_hand(ops[0.5], gt)  # the table written as 0.49
+    assert result["event_f1"]["micro"] == pytest.approx(event["overall"]["f_measure"]["f_measure"])
+    said = [r.getMessage() for r in caplog.records if "predictions_th_0.49.tsv" in r.getMessage()]
+    assert said == ["F1 at threshold 0.49: predictions_th_0.49.tsv is the operating point nearest to --threshold 0.5"]
+    table = capsys.readouterr().out
+    assert "F1 operating point" in table and "predictions_th_0.49.tsv" in table and "nearest to 0.5" in table
+    # a threshold that has its own file: named in the JSON, nothing to say in the log
+    caplog.clear()
+    with caplog.at_level("INFO", logger="atst_sed.evaluation.files"):
+        assert _run(files, folder, "--json", str(out), "--threshold", "0.3") == 0
+    result = json.loads(out.read_text())
+    assert result["f1_operating_point"] == str(folder / "predictions_th_0.30.tsv") and result["f1_threshold"] == 0.3
+    assert not [r for r in caplog.records if "nearest" in r.getMessage()]

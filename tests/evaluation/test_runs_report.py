@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import statistics
 
 import pandas as pd
@@ -89,3 +90,20 @@ def test_bad_run_folders_get_one_line_naming_the_file(tmp_path, three_seeds, cap
     other = _run(tmp_path, "other", 4, (0.1, 0.1), (0.1, 0.1), (0.1, 0.1), fingerprint="sha256:other")
     assert main(["report", str(three_seeds[1]), str(other)]) == 0
     assert "different corpora" in caplog.text
+
+
+def test_a_run_given_twice_is_refused_so_header_and_rows_count_the_same_runs(three_seeds, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first, second = (str(p.relative_to(tmp_path)) for p in three_seeds[:2])
+    for again in (first, f"./{first}", str(tmp_path / first)):  # the same folder by any path
+        assert main(["report", first, second, again, "--csv", "summary.csv"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == (f"atst-sed report: error: {first}: run folder given 2 times ({first}, {again}); "
+                       "each run counts once in the mean ± std"), err
+        assert not (tmp_path / "summary.csv").exists()
+    # distinct runs: the header's count is the rows' count
+    assert main(["report", first, second]) == 0
+    printed = capsys.readouterr().out
+    assert "Test results of 2 run(s)" in printed
+    rows = [line for line in printed.splitlines() if "student" in line or "teacher" in line]
+    assert rows and all(re.search(r"│\s+2\s+│", line) for line in rows), printed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -165,3 +166,90 @@ def test_cuda_request_without_cuda_is_a_clear_error(frame_small_ckpt, shared_aud
     else:
         err = capsys.readouterr().err.strip()
         assert rc == 2 and "CUDA" in err and len(err.splitlines()) == 1 and not out.exists()
+
+
+# ------------------------------------------------------------------ several inputs (files, folders, globs)
+@pytest.fixture
+def tiny_ckpt(tmp_path):
+    from atst_sed.models.checkpoint import save_checkpoint
+    from atst_sed.models.encoder import ATSTEncoder, EncoderConfig
+
+    return save_checkpoint(tmp_path / "frame_tiny.ckpt", ATSTEncoder(EncoderConfig.named("frame_tiny")))
+
+
+def _noise(seconds: float, sr: int = 16000, seed: int = 0) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal(int(seconds * sr)) * 0.1).astype(np.float32)
+
+
+def test_embed_takes_files_folders_and_globs_one_npz_each(tiny_ckpt, tmp_path, capsys):
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    sf.write(folder / "a.wav", _noise(3.0), 16000)
+    sf.write(folder / "sub" / "b.flac", _noise(2.0, 44100, seed=1), 44100)
+    (folder / "broken.wav").write_text("not audio")
+    more = tmp_path / "more"
+    more.mkdir()
+    sf.write(more / "c.ogg", _noise(1.5, 22050, seed=2), 22050)
+    out = tmp_path / "emb"
+    rc = main(["embed", str(folder), str(more / "*.ogg"), "-c", str(tiny_ckpt), "-o", str(out), "--device", "cpu"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1  # one file could not be used; the others were written
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.npz")) == ["a.npz", "c.npz", "sub/b.npz"]
+    assert len(err) == 2 and "broken.wav" in err[0] and err[0].startswith("atst-sed embed: ")
+    assert re.match(rf"^atst-sed embed: 3 files \(last block\) → {re.escape(str(out))} \(\d+\.\d s\); 1 problem \(above\)$",
+                    err[1]), err[1]
+    # each .npz is what embedding the file on its own writes
+    single = tmp_path / "b.npz"
+    assert main(["embed", str(folder / "sub" / "b.flac"), "-c", str(tiny_ckpt), "-o", str(single), "--device", "cpu"]) == 0
+    with np.load(out / "sub" / "b.npz") as many, np.load(single) as one:
+        assert sorted(many.files) == sorted(one.files)
+        for key in one.files:
+            np.testing.assert_array_equal(many[key], one[key])
+    assert float(np.load(out / "c.npz")["duration"]) == pytest.approx(1.5)
+
+
+def test_one_file_into_an_existing_folder_is_named_after_the_file(tiny_ckpt, tmp_path, capsys):
+    sf.write(tmp_path / "rec.wav", _noise(1.0), 16000)
+    (tmp_path / "out").mkdir()
+    assert main(["embed", str(tmp_path / "rec.wav"), "-c", str(tiny_ckpt), "-o", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "rec.npz").is_file()
+    assert re.match(rf"^atst-sed embed: 1 file \(last block\) → {re.escape(str(tmp_path / 'out'))} \(\d+\.\d s\)$",
+                    capsys.readouterr().err.strip())
+
+
+@pytest.mark.parametrize("case", ["same name twice", "several inputs to stdout"])
+def test_outputs_that_cannot_take_the_inputs_are_refused_before_any_work(case, tiny_ckpt, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sf.write(folder / "x.wav", _noise(1.0), 16000)
+    sf.write(folder / "x.flac", _noise(1.0), 16000)
+    out = tmp_path / "emb" if case == "same name twice" else "-"
+    rc = main(["embed", str(folder), "-c", str(tiny_ckpt), "-o", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    if case == "same name twice":
+        assert "x.npz" in err and "x.flac" in err and "x.wav" in err and not list(tmp_path.rglob("*.npz"))
+    else:
+        assert "-o with several inputs needs a folder, not standard output" in err
+
+
+def test_the_readme_embedding_examples_run_as_written(tiny_ckpt, tmp_path, monkeypatch):
+    from readme import commands
+
+    examples = commands("Embeddings")
+    assert [args[0] for args in examples] == ["embed", "embed"]
+    # the files the examples name, in a fresh folder
+    monkeypatch.chdir(tmp_path)
+    Path("atstframe_base.ckpt").write_bytes(tiny_ckpt.read_bytes())
+    sf.write("recording.wav", _noise(2.0), 16000)
+    Path("recordings/sub").mkdir(parents=True)
+    sf.write("recordings/a.wav", _noise(1.0), 16000)
+    sf.write("recordings/sub/b.wav", _noise(1.0, seed=1), 16000)
+    Path("more").mkdir()
+    sf.write("more/c.flac", _noise(1.0, 44100, seed=2), 44100)
+    for args in examples:
+        assert main(args) == 0, args
+    assert np.load("recording.npz")["embeddings"].shape == (50, 64)
+    written = sorted(p.as_posix() for p in Path("embeddings").rglob("*.npz"))
+    assert written == ["embeddings/a.npz", "embeddings/c.npz", "embeddings/sub/b.npz"]
+    assert np.load("embeddings/sub/b.npz")["embeddings"].shape == (2, 25, 64)  # --blocks all: both blocks

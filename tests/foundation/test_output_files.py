@@ -22,7 +22,7 @@ import torch
 import yaml
 
 from atst_sed.audio import write_wav
-from atst_sed.cli.embed import write_npz
+from atst_sed.inference.embeddings import write_npz
 from atst_sed.config import write_yaml
 from atst_sed.errors import InputError
 from atst_sed.events import write_events_csv, write_events_tsv

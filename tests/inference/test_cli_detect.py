@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.ndimage
 import soundfile as sf
 
 from atst_sed.cli.detect import parse_per_class
@@ -21,6 +22,8 @@ from atst_sed.timegrid import ATST_GRID
 from inference_helpers import ALWAYS, CLASSES, LOUD, noise_with_bursts
 
 DECIMALS_3 = re.compile(r"^\d+\.\d{3}$")
+#: detect's last stderr line: what was done, where it went, seconds, problems
+SUMMARY = re.compile(r"^atst-sed detect: (.+) → (.+) \(\d+\.\d s\)(.*)$")
 
 
 @pytest.fixture
@@ -60,7 +63,9 @@ def test_mixed_folder_good_files_in_csv_one_line_per_bad_file(mixed_folder, loud
         hits = [line for line in lines if name in line]
         assert len(hits) == 1 and problem in hits[0], (name, lines)
     assert sum("silent.wav" in line and "warning" in line for line in lines) == 1
-    assert len(lines) == 5 and not any("Traceback" in line for line in lines)
+    assert len(lines) == 6 and not any("Traceback" in line for line in lines)
+    # the last line sums up: the 4 usable files (the silent one included), what went where
+    assert SUMMARY.match(lines[-1]).groups() == ("4 files, 4 events", str(out_csv), "; 4 problems (above)"), lines[-1]
 
     text = out_csv.read_text()
     df = pd.read_csv(io.StringIO(text))
@@ -79,11 +84,13 @@ def test_mixed_folder_good_files_in_csv_one_line_per_bad_file(mixed_folder, loud
 
 def test_stdout_mode_and_glob_and_missing_input(mixed_folder, loud_ckpt, capsys):
     rc, stdout, stderr = _run([str(mixed_folder / "*.ogg"), "nope.wav", "--checkpoint", loud_ckpt, "-o", "-"], capsys)
-    assert rc == 1 and stderr.strip() == "atst-sed detect: nope.wav: no such file or folder"
+    problem, summary = stderr.strip().splitlines()
+    assert rc == 1 and problem == "atst-sed detect: nope.wav: no such file or folder"
+    assert SUMMARY.match(summary).groups() == ("1 file, 1 event", "stdout", "; 1 problem (above)"), summary
     df = pd.read_csv(io.StringIO(stdout))
     assert list(df.filename) == ["c.ogg"] and list(df.event_label) == [LOUD]
     rc, stdout, stderr = _run([mixed_folder / "a.wav", "--checkpoint", loud_ckpt, "--thresholds", f"{ALWAYS}=0.7"], capsys)
-    assert rc == 0 and stderr == ""
+    assert rc == 0 and SUMMARY.match(stderr.strip()).groups() == ("1 file, 3 events", "stdout", ""), stderr
     df = pd.read_csv(io.StringIO(stdout))
     assert sorted(df.event_label) == [LOUD, LOUD, ALWAYS]
     assert df[df.event_label == ALWAYS][["onset", "offset"]].values.tolist() == [[0.0, 12.0]]
@@ -106,7 +113,8 @@ def test_scores_dir_is_readable_by_sed_scores_eval_and_plots_are_written(mixed_f
     assert sorted(scores) == ["a", "b"]
     assert list(scores["b"].columns) == ["onset", "offset", *CLASSES]
     det = Detector.from_checkpoint(loud_ckpt, device="cpu")
-    expected = det.scores(mixed_folder / "a.wav").probs
+    # post-processed: the model's scores through the checkpoint's 7-frame median filter
+    expected = scipy.ndimage.median_filter(det.scores(mixed_folder / "a.wav").probs, size=(7, 1), mode="reflect")
     got = scores["a"]
     assert len(got) == ATST_GRID.n_frames(12 * 16000) == 300
     np.testing.assert_allclose(got[CLASSES].to_numpy(), expected, atol=1e-6)
@@ -173,3 +181,50 @@ def test_the_detection_library_returns_its_problems_and_prints_nothing(loud_ckpt
     assert seen == report.problems + report.warnings  # as they happened
     assert report.files == 2 and report.events == len(pd.read_csv(tmp_path / "events.csv")) >= 1
     assert capsys.readouterr() == ("", "")
+
+
+def _on_a_terminal(argv: list[str]) -> str:
+    """Run the console script with stderr on a pseudo-terminal (stdout to a pipe); what a person would
+    see on that terminal in the end: escape sequences applied crudely (carriage returns and erased
+    lines dropped), as plain lines."""
+    import os
+    import pty
+    import select
+
+    exe = Path(sys.executable).with_name("atst-sed")
+    leader, follower = pty.openpty()
+    env = {**os.environ, "COLUMNS": "120", "TERM": "xterm-256color"}
+    env.pop("NO_COLOR", None)
+    proc = subprocess.Popen([str(exe), *argv], stdout=subprocess.PIPE, stderr=follower, env=env)
+    os.close(follower)
+    chunks = []
+    while True:
+        ready, _, _ = select.select([leader], [], [], 300)
+        if not ready:
+            proc.kill()
+            raise AssertionError("no output from the terminal within 300 s")
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # EIO: the process closed its side
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=60)
+    os.close(leader)
+    assert proc.returncode == 0
+    text = b"".join(chunks).decode("utf-8", "replace")
+    text = re.sub(r"\x1b\[2K|\x1b\[1A", "\n", text)  # rich's "erase line" / "cursor up": the bar goes
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text).replace("\r", "\n")
+    return "\n".join(line.rstrip() for line in text.splitlines() if line.strip())
+
+
+def test_on_a_terminal_the_bar_gives_way_to_a_summary_that_stays(mixed_folder, loud_ckpt, tmp_path):
+    out = tmp_path / "events.csv"
+    seen = _on_a_terminal(["detect", str(mixed_folder / "a.wav"), str(mixed_folder / "c.ogg"), "-c", str(loud_ckpt),
+                           "-o", str(out), "--scores-dir", str(tmp_path / "scores")])
+    last = seen.splitlines()[-1]
+    match = SUMMARY.match(last)
+    assert match, seen
+    assert match.groups() == ("2 files, 3 events", f"{out}, post-processed scores in {tmp_path / 'scores'}", ""), last
+    assert len(pd.read_csv(out)) == 3

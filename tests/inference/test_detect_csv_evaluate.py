@@ -17,7 +17,7 @@ import soundfile as sf
 
 from atst_sed.cli.main import main
 from atst_sed.events import clip_id, write_durations_tsv, write_events_tsv
-from inference_helpers import CLASSES, LOUD, noise_with_bursts
+from inference_helpers import ALWAYS, CLASSES, LOUD, noise_with_bursts
 
 # clip name in the ground truth → (duration s, loud bursts (s)); sub/ checks folder-relative names,
 # the comma checks a quoted CSV field.
@@ -49,8 +49,8 @@ def detected(tmp_path, loud_ckpt, capsys):
 def _evaluate(predictions, gt, durations, out, capsys) -> dict:
     rc = main(["evaluate", "--ground-truth", str(gt), "--durations", str(durations),
                "--predictions", str(predictions), "--classes", ",".join(CLASSES), "--json", str(out)])
-    capsys.readouterr()
-    assert rc == 0
+    err = capsys.readouterr().err
+    assert rc == 0, err
     return json.loads(out.read_text())
 
 
@@ -99,3 +99,55 @@ def test_a_csv_without_the_event_columns_names_the_file_and_the_separator(detect
     assert rc == 2
     assert f"{bad}:1: missing column(s) filename, onset, offset, event_label" in err
     assert "comma-separated header" in err
+
+
+def test_the_scores_dir_holds_the_scores_the_csv_was_decoded_from(tmp_path, loud_ckpt, capsys):
+    """--scores-dir: the post-processed scores (the checkpoint's 7-frame median filter), so evaluating
+    them at the CSV's threshold scores exactly the CSV's events; --raw-scores-dir: the model's own
+    scores, in which a click too short for the median filter is still an event."""
+    import scipy.ndimage
+
+    from atst_sed.score_files import read_score_files
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    # a 1.5 s burst the filter keeps, a 60 ms click it removes
+    sf.write(folder / "x.wav", noise_with_bursts(10.0, [(2.0, 3.5), (6.0, 6.06)]), 16000)
+    sf.write(folder / "y.wav", noise_with_bursts(8.0, [(1.0, 4.0)], seed=1), 16000)
+    csv, filtered, raw = tmp_path / "events.csv", tmp_path / "scores", tmp_path / "scores_raw"
+    assert main(["detect", str(folder), "-c", str(loud_ckpt), "--thresholds", "0.5", "-o", str(csv),
+                 "--scores-dir", str(filtered), "--raw-scores-dir", str(raw)]) == 0
+    summary = capsys.readouterr().err.strip()
+    assert f"→ {csv}, post-processed scores in {filtered}, raw scores in {raw} (" in summary, summary
+    (got, _), (plain, _) = read_score_files(filtered), read_score_files(raw)
+    assert sorted(got) == sorted(plain) == ["x", "y"]
+    for clip in ("x", "y"):
+        np.testing.assert_allclose(
+            got[clip][CLASSES].to_numpy(),
+            scipy.ndimage.median_filter(plain[clip][CLASSES].to_numpy(), size=(7, 1), mode="reflect"), atol=1e-6)
+        np.testing.assert_array_equal(got[clip][["onset", "offset"]], plain[clip][["onset", "offset"]])
+    assert (plain["x"][LOUD] > 0.5).sum() > (got["x"][LOUD] > 0.5).sum()  # the click is in the raw scores only
+
+    # every class has an event (sed_scores_eval's PSDS needs ground truth for each); the others are missed
+    rows = [("x.wav", 2.0, 3.5, LOUD), ("y.wav", 1.0, 4.0, LOUD), ("x.wav", 0.0, 10.0, ALWAYS),
+            *(("y.wav", 5.0, 6.0, name) for name in CLASSES[2:])]
+    gt = tmp_path / "gt.tsv"
+    write_events_tsv(gt, pd.DataFrame(rows, columns=["filename", "onset", "offset", "event_label"]))
+    durations = tmp_path / "durations.tsv"
+    write_durations_tsv(durations, {"x.wav": 10.0, "y.wav": 8.0})
+    from_csv = _evaluate(csv, gt, durations, tmp_path / "csv.json", capsys)
+    from_scores = _evaluate(filtered, gt, durations, tmp_path / "scores.json", capsys)
+    from_raw = _evaluate(raw, gt, durations, tmp_path / "raw.json", capsys)
+    assert from_scores["kind"] == "scores" and from_scores["f1_threshold"] == 0.5
+    for key in ("event_f1", "segment_f1", "intersection_f1"):
+        assert from_scores[key] == from_csv[key], key
+    assert from_raw["event_f1"]["class_wise"][LOUD] < from_csv["event_f1"]["class_wise"][LOUD]
+
+
+def test_the_help_says_which_scores_each_folder_gets(capsys):
+    with pytest.raises(SystemExit):
+        main(["detect", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--scores-dir DIR write per-file frame score TSVs (sed_scores_eval format) after the median filter" in text
+    assert "--raw-scores-dir DIR write per-file frame score TSVs before the median filter" in text
+    assert "--scores-dir writes the post-processed scores" in text

@@ -47,7 +47,7 @@ def test_dash_and_dev_stdout_give_the_same_stdout(loud_ckpt, tmp_path):
 
 def test_folder_options_refuse_a_device_or_pipe_in_one_line(device_output, loud_ckpt, tmp_path, capsys):
     rec = _recording(tmp_path)
-    for option in ("--scores-dir", "--plot"):
+    for option in ("--scores-dir", "--raw-scores-dir", "--plot"):
         rc = main(["detect", str(rec), "--checkpoint", str(loud_ckpt), "-o", str(tmp_path / "e.csv"), option, str(device_output.path)])
         err = capsys.readouterr().err
         assert rc == 2

@@ -25,7 +25,11 @@ def _detect(args, ckpt, tmp_path) -> tuple[int, list[str], pd.DataFrame | None]:
     proc = subprocess.run([sys.executable, "-m", "atst_sed.cli.main", "detect", *map(str, args), "-c", str(ckpt),
                            "-o", str(out)], capture_output=True, text=True, timeout=300, env=env)
     table = pd.read_csv(out) if out.is_file() else None
-    return proc.returncode, proc.stderr.strip().splitlines(), table
+    lines = proc.stderr.strip().splitlines()
+    if proc.returncode in (0, 1):  # the run finished: its last line is the summary, the lines above are the news
+        assert lines and lines[-1].startswith("atst-sed detect: ") and f"→ {out} (" in lines[-1], lines
+        lines = lines[:-1]
+    return proc.returncode, lines, table
 
 
 def _truncated_wav(path: Path, seconds_announced: float = 10.0, seconds_present: float = 3.0) -> Path:

@@ -33,7 +33,7 @@ def _input_path(name: str, request) -> Path:
 def _detect_scores(audio: Path, folder: str, role: str | None, tmp_path: Path, *options: str) -> pd.DataFrame:
     scores_dir = tmp_path / "scores"
     argv = ["detect", str(audio), "--checkpoint", str(golden_checkpoint(folder)), "--device", "cpu",
-            "--scores-dir", str(scores_dir), "-o", str(tmp_path / "events.csv"), *options]
+            "--raw-scores-dir", str(scores_dir), "-o", str(tmp_path / "events.csv"), *options]
     if role is not None:
         argv += ["--role", role]
     assert main(argv) == 0
@@ -70,15 +70,16 @@ def test_the_installed_command_runs_a_published_atst_sed_file_on_its_64ms_grid(t
     """The console entry point in a real subprocess: the student of a stage-2 file; CSV events, score
     files and the picture on 64 ms, and evaluate scores those score files."""
     audio = GOLDEN / "inputs" / "synth_10s.flac"
-    scores_dir, csv, plots = tmp_path / "scores", tmp_path / "events.csv", tmp_path / "plots"
+    scores_dir, raw_dir, csv, plots = tmp_path / "scores", tmp_path / "raw", tmp_path / "events.csv", tmp_path / "plots"
     done = subprocess.run(
         [sys.executable, "-m", "atst_sed.cli.main", "detect", str(audio), "--checkpoint",
          str(golden_checkpoint("atstsed_stage2")), "--role", "student", "--device", "cpu", "--thresholds", "0.3",
-         "--scores-dir", str(scores_dir), "-o", str(csv), "--plot", str(plots)],
+         "--scores-dir", str(scores_dir), "--raw-scores-dir", str(raw_dir), "-o", str(csv), "--plot", str(plots)],
         capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    table = read_score_files(scores_dir)[0]["synth_10s"]
+    table = read_score_files(raw_dir)[0]["synth_10s"]
+    assert read_score_files(scores_dir)[0]["synth_10s"]["onset"].equals(table["onset"])
     expected = golden_arrays("atstsed_stage2", "synth_10s")["student_frame_probs"]
     assert max_abs(table.drop(columns=["onset", "offset"]).to_numpy().T, expected) <= PROBABILITY_TOLERANCE
     events = pd.read_csv(csv)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +16,13 @@ from pytorch_lightning.callbacks import ProgressBar
 from atst_sed.cli.main import main
 from atst_sed.errors import InputError
 from atst_sed.models.checkpoint import load_checkpoint
-from atst_sed.training.callbacks import ResumePoint, StepProgressBar
+from atst_sed.training.callbacks import ResumePoint, StepLog, StepProgressBar
 from atst_sed.training.pretrain import PretrainModule
 from atst_sed.runfolder import RunFolder
 from atst_sed.training.pretrain_config import load_pretrain_config
 from atst_sed.training.pretrain_run import build_trainer, init_from_checkpoint, run_pretraining
 from atst_sed.training.schedules import cosine_ramp, cosine_schedule
+from console_output import LIGHTNING_NOISE, run_redirected
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -133,7 +135,10 @@ def test_bf16_mixed_pretraining_steps_keep_float32_weights(method, wav_dir, tmp_
     assert len(rows) == 2 and all(np.isfinite(float(r["train/loss"])) and float(r["std/teacher"]) > 0 for r in rows)
 
 
-def test_the_progress_bar_counts_steps_not_unbounded_epochs(wav_dir, tmp_path):
+def test_the_progress_bar_counts_steps_not_unbounded_epochs(wav_dir, tmp_path, monkeypatch):
+    import atst_sed.training.pretrain_run as pretrain_run
+
+    monkeypatch.setattr(pretrain_run, "on_a_terminal", lambda: True)  # the bar shows on a terminal only
     config = load_pretrain_config("mini", [f"data.source={wav_dir}", "optim.max_steps=100"])
     trainer = build_trainer(config, RunFolder(tmp_path))
     bars = [c for c in trainer.callbacks if isinstance(c, ProgressBar)]
@@ -221,3 +226,37 @@ def test_initialise_from_the_official_pretraining_layout(variant, tmp_path):
     other = PretrainModule(model={**kw["model"], "encoder_overrides": {"depth": 3}})
     with pytest.raises(InputError, match="does not match"):
         init_from_checkpoint(other, path)
+
+
+def test_pretraining_into_a_file_logs_its_progress_without_lightning_chatter(wav_dir, tmp_path):
+    """Output redirected (a batch job, `> log`): no bar can be seen, so a line every
+    trainer.log_every_n_steps steps says how far it is; Lightning's tips, banners, model-summary table
+    and deprecation warnings stay out of both streams."""
+    run = tmp_path / "run"
+    fast = [o for o in FAST if not o.startswith(("trainer.log_every_n_steps", "trainer.enable_progress_bar"))]
+    code, out, err = run_redirected(["pretrain", "mini", f"data.source={wav_dir}", "-o", str(run), "optim.max_steps=4",
+                                     "trainer.log_every_n_steps=2", *fast], tmp_path)
+    assert code == 0, err
+    assert out == f"teacher encoder: {run / 'teacher_encoder.ckpt'}\n"  # no frozen bar, no summary table
+    steps = re.findall(r"pretrain step (\d+)/4: loss (\d+\.\d{4}), (\d+\.\d\d) steps/s \((\d+\.\d) clips/s\), "
+                       r"\d+:\d\d elapsed", err)
+    assert [s[0] for s in steps] == ["2", "4"], err
+    assert all(np.isfinite(float(loss)) for _, loss, _, _ in steps)
+    assert all(float(clips) == pytest.approx(4 * float(rate), rel=0.05, abs=0.1) for _, _, rate, clips in steps)
+    for noise in LIGHTNING_NOISE:
+        assert noise not in err and noise not in out, noise
+    assert re.search(r"pretraining ATST-Frame \([\d,]+ parameters, [\d,]+ trainable\)", err)  # instead of the table
+
+
+def test_progress_is_a_bar_on_a_terminal_and_step_lines_elsewhere(wav_dir, tmp_path, monkeypatch):
+    import atst_sed.training.pretrain_run as pretrain_run
+
+    config = load_pretrain_config("mini", [f"data.source={wav_dir}", "optim.max_steps=100"])
+    monkeypatch.setattr(pretrain_run, "on_a_terminal", lambda: False)
+    quiet = build_trainer(config, RunFolder(tmp_path / "a"))
+    assert not [c for c in quiet.callbacks if isinstance(c, ProgressBar)]
+    assert [c.every for c in quiet.callbacks if isinstance(c, StepLog)] == [config.trainer.log_every_n_steps]
+    monkeypatch.setattr(pretrain_run, "on_a_terminal", lambda: True)
+    live = build_trainer(config, RunFolder(tmp_path / "b"))
+    assert [type(c) for c in live.callbacks if isinstance(c, ProgressBar)] == [StepProgressBar]
+    assert not [c for c in live.callbacks if isinstance(c, StepLog)]

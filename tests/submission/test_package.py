@@ -173,7 +173,7 @@ def test_missing_eval_outputs_name_the_detect_command(tmp_path, report_pdf, meta
         build_package([SystemSpec(LABEL, [run])], report_pdf, meta_yaml, out)
     line = _only(err.value.problems, "no evaluation-set detections")
     assert f"atst-sed detect EVAL_AUDIO --checkpoint {run}/finetune_frame/checkpoints/best.ckpt" in line
-    assert f"--scores-dir {run}/eval/scores" in line
+    assert f"--scores-dir {run}/eval/scores --raw-scores-dir {run}/eval/scores_raw" in line
     assert len(err.value.problems) == 1  # the validator's "missing output" is not repeated
     assert not out.exists() and list(tmp_path.glob(".sub.zip*")) == []
 
@@ -193,6 +193,57 @@ def test_missing_meta_fields_are_all_listed(tmp_path, report_pdf):
                   "results.development_dataset.overall.PSDS1", "results.development_dataset.overall.PSDS2"):
         _only(err.value.problems, f"missing required field {field} ")
     assert len(err.value.problems) == 7
+
+
+def test_a_meta_yaml_without_the_human_fields_is_refused_with_each_one_listed(tmp_path, runs, report_pdf, capsys):
+    """A first try with an empty META.yaml: one refusal naming every field the user must give, and
+    where (the runs fill the rest)."""
+    meta = tmp_path / "META.yaml"
+    meta.write_text("{}\n")
+    out = tmp_path / "sub.zip"
+    code = main(["package", "--system", LABEL, "--runs", str(runs[0]), "--report", str(report_pdf),
+                 "--meta", str(meta), "-o", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and not out.exists()
+    staged = f"task4/{LABEL}/{LABEL}.meta.yaml"
+    assert err == [
+        f"error: {staged}: missing required field submission.name (a non-empty string): give it in {meta}",
+        f"error: {staged}: missing required field submission.abbreviation (a non-empty string (at most 10 "
+        f"characters)): give it in {meta}",
+        f"error: {staged}: missing required field submission.authors (a list with one corresponding author): "
+        f"give it in {meta}",
+        f"{out}: not written (3 problem(s))",
+    ]
+
+
+def test_the_readme_meta_yaml_gives_every_required_field(tmp_path, runs, report_pdf):
+    from readme import code_blocks
+
+    (example,) = code_blocks("Submission packaging", "yaml")
+    meta = tmp_path / "META.yaml"
+    meta.write_text(example)
+    for fmt, given in (("dcase2022", runs[:1]), ("dcase2023", runs)):
+        report = build_package([SystemSpec(LABEL, given)], report_pdf, meta, tmp_path / f"{fmt}.zip", fmt=fmt)
+        assert report.ok and not report.warnings, report.warnings
+    required = {"submission.name", "submission.abbreviation", "submission.authors"}
+    assert all(f"{field.split('.')[1]}:" in example for field in required)
+    assert {line.split(":")[0].strip() for line in example.splitlines() if "# required" in line} == \
+        {field.split(".")[1] for field in required}
+
+
+@pytest.mark.parametrize("again", ["same path", "another path"])
+def test_one_run_folder_given_twice_is_refused(again, tmp_path, runs, report_pdf, meta_yaml, capsys, monkeypatch):
+    """DCASE 2023 asks for three independent trainings; the same folder twice would fake one."""
+    monkeypatch.chdir(tmp_path)
+    first = str(runs[0].relative_to(tmp_path))
+    repeat = first if again == "same path" else str(runs[0])  # relative and absolute
+    out = tmp_path / "sub.zip"
+    code = main(["package", "--format", "dcase2023", "--system", LABEL, "--runs", first, str(runs[1]), repeat,
+                 "--report", str(report_pdf), "--meta", str(meta_yaml), "-o", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and not out.exists()
+    assert err == [f"error: {LABEL}: one run folder is given 2 times ({first}, {repeat}); "
+                   "a system's runs must be independent trainings", f"{out}: not written (1 problem(s))"]
 
 
 def test_unsafe_or_repeated_labels_are_refused(tmp_path, runs, report_pdf, meta_yaml):
