@@ -41,7 +41,8 @@ def register(subparsers) -> None:
                         "peak scores (default 10)")
     p.add_argument("--thresholds", metavar="T|CLASS=T,...", help="decision threshold(s); default: from the checkpoint")
     p.add_argument("--median-filter", metavar="N|CLASS=N,...", help="median filter size(s) in the model's frames (40 ms for ATST); default: from the checkpoint")
-    p.add_argument("--hop", type=float, default=5.0, metavar="SECONDS", help="window hop in seconds (default 5; window 10 s)")
+    p.add_argument("--hop", type=float, default=5.0, metavar="SECONDS", help="window hop in seconds (default 5: every frame is scored by two overlapping 10 s windows; "
+                        "10 halves the work, but each frame then sees other context and its scores move)")
     p.add_argument("--batch-size", type=int, default=None, metavar="N", help="windows per forward pass (default 8 on CPU, 64 on GPU)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to run the model (default auto)")
     p.add_argument(

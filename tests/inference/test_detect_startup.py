@@ -36,6 +36,16 @@ def test_auto_precision_is_bf16_exactly_where_the_cpu_multiplies_bf16_natively(m
     assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"  # asked for: kept
 
 
+def test_detect_help_states_the_precision_rule(capsys):
+    from atst_sed.cli.main import main
+
+    with pytest.raises(SystemExit):
+        main(["detect", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "auto (default): bf16 autocast where the hardware multiplies bf16 natively" in text
+    assert "AVX-512 BF16 or AMX" in text and "fp32 elsewhere" in text
+
+
 def test_unknown_precision_is_a_clear_error():
     with pytest.raises(AtstSedError, match="unknown precision 'fp16'"):
         Detector(loud_model(), device="cpu", precision="fp16")
