@@ -151,3 +151,20 @@ def test_detecting_one_short_file_imports_only_the_detection_path(tmp_path, writ
                   "atst_sed.data", "atst_sed.submission"}
     assert not imported & not_needed
     assert (tmp_path / "out.csv").read_text().count("clip.wav") == 1
+
+
+def test_only_a_process_running_its_own_command_line_freezes_its_objects_for_a_fast_exit(monkeypatch, loud_ckpt, write_wav, tmp_path):
+    """`atst-sed` (argv None) calls gc.freeze() when done, so the interpreter's exit skips collecting
+    torch's objects; a program calling main([...]) keeps its garbage collector as it was."""
+    import gc
+
+    from atst_sed.cli.main import main
+
+    wav = write_wav("clip.wav", noise_with_bursts(3.0, [(1.0, 2.0)]))
+    frozen = []
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(True))
+    assert main(["detect", str(wav), "-c", str(loud_ckpt), "-o", str(tmp_path / "a.csv")]) == 0
+    assert frozen == []
+    monkeypatch.setattr(sys, "argv", ["atst-sed", "detect", str(wav), "-c", str(loud_ckpt), "-o", str(tmp_path / "b.csv")])
+    assert main() == 0
+    assert frozen == [True] and (tmp_path / "b.csv").read_text() == (tmp_path / "a.csv").read_text()
