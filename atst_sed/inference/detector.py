@@ -75,10 +75,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(name)
 
 
-#: Windows per forward pass when none is asked for. CPU: 8 (a 10 s frame_base window is ~0.1 GFLOP of
-#: activations; 8 windows keep the matrix products large enough for the vector units, and a folder of
-#: short files shares passes 8 files at a time). CUDA: 64 (fills an H100 within ~10 % of batch 256 in
-#: bf16 while staying under 2 GB of activations, so any CUDA GPU with bf16 fits it).
+#: Windows per forward pass when none is asked for. CPU: 8 (frame_base in bf16 on 2 AVX-512 BF16 cores
+#: ran ~7 % faster per window than at 4, and a folder of short files then shares each pass among 8
+#: files; more only adds memory). CUDA: 64 (a few hundred MB of bf16 activations for frame_base: it fits
+#: any CUDA GPU with bf16; larger batches pay off only for folders of many files, see --batch-size).
 DEFAULT_BATCH_SIZES = {"cpu": 8, "cuda": 64}
 
 
@@ -93,9 +93,9 @@ class Detector:
 
     ``model`` is a :class:`SEDModel` (put in eval mode); ``decoding`` defaults to the model's
     (median filter sizes in the model's frames). ``precision`` (see :func:`resolve_precision`):
-    ``auto`` runs the encoder and head under bf16 autocast where the hardware multiplies bf16
-    natively (CUDA GPUs with bf16, CPUs with AVX-512 BF16 or AMX) and in float32 elsewhere; the
-    frontend is always float32. ``batch_size``: windows per forward pass, default
+    ``auto`` runs the encoder under bf16 autocast where the hardware multiplies bf16 natively (CUDA
+    GPUs with bf16, CPUs with AVX-512 BF16 or AMX) and in float32 elsewhere; the frontend and the
+    head are always float32. ``batch_size``: windows per forward pass, default
     :func:`default_batch_size`.
     """
 
