@@ -135,7 +135,9 @@ def run_detect(contender: Contender, inputs: Path, checkpoint: Path, out_csv: Pa
     contender.loads.append(load_average())
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    # cwd outside every checkout: ``python -m`` puts the working directory first on sys.path, which
+    # would run that checkout's code whatever PYTHONPATH says.
+    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=out_csv.parent)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
