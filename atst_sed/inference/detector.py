@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -162,22 +163,40 @@ class Detector:
 
     # -- scores ----------------------------------------------------------------------------------
 
-    def _bf16_weights(self) -> dict[str, torch.Tensor]:
-        """bf16 copies of the encoder weights autocast would cast (Linear and Conv layers), made once.
+    def _bf16_forward(self, inputs: tuple) -> Any:
+        """The model under bf16 autocast, with its weights cast to bf16 once per detector.
 
         Autocast casts a float32 weight on every forward pass it is entered for (it caches the copy
         only until the ``with`` block ends): for frame_base that is 85 M values, about as long as
-        one 10 s window's forward on two CPU cores. Passing these copies instead gives the same
-        numbers (autocast leaves bf16 tensors as they are) without the repeated casts. The head
-        runs in float32 (see :meth:`SEDModel.forward`) and keeps its own weights."""
-        if self._bf16_cache is None:
-            cast_types = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d)
-            self._bf16_cache = {
-                f"encoder.{module_name}.{name}": param.detach().to(torch.bfloat16)
-                for module_name, module in self.model.encoder.named_modules() if isinstance(module, cast_types)
-                for name, param in module.named_parameters(recurse=False)
-            }
-        return self._bf16_cache
+        one 10 s window's forward on two CPU cores. The first pass runs under plain autocast and
+        notes which Linear / Conv layers ran with autocast on (a model may keep parts in float32,
+        e.g. :class:`SEDModel`'s head); later passes get bf16 copies of exactly those weights, which
+        autocast leaves as they are, so the numbers are the same without the repeated casts."""
+        if self._bf16_cache is not None:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                return torch.func.functional_call(self.model, self._bf16_cache, inputs, strict=False)
+        device_type = self.device.type
+        cast: list[torch.nn.Module] = []
+
+        def note(module: torch.nn.Module, _args: tuple) -> None:
+            if torch.is_autocast_enabled(device_type):
+                cast.append(module)
+
+        layers = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d)
+        hooks = [m.register_forward_pre_hook(note) for m in self.model.modules() if isinstance(m, layers)]
+        try:
+            with torch.autocast(device_type, dtype=torch.bfloat16):
+                out = self.model(*inputs)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        names = {id(module): name for name, module in self.model.named_modules()}
+        self._bf16_cache = {
+            f"{names[id(module)]}.{name}": param.detach().to(torch.bfloat16)
+            for module in {id(m): m for m in cast}.values()
+            for name, param in module.named_parameters(recurse=False)
+        }
+        return out
 
     @torch.inference_mode()
     def _run_batch(self, waves: torch.Tensor, lengths: torch.Tensor | None) -> np.ndarray:
@@ -186,11 +205,7 @@ class Detector:
         if lengths is not None:
             lengths = lengths.to(self.device)
         inputs = self.model.features(waves, lengths)  # the frontend stays float32
-        if self.precision == "bf16":
-            with torch.autocast(self.device.type, dtype=torch.bfloat16):
-                out = torch.func.functional_call(self.model, self._bf16_weights(), tuple(inputs), strict=False)
-        else:
-            out = self.model(*inputs)
+        out = self._bf16_forward(tuple(inputs)) if self.precision == "bf16" else self.model(*inputs)
         return out.frame_probs.float().cpu().numpy()
 
     def check_length(self, n_samples: int, filename: str | None = None) -> None:

@@ -70,6 +70,10 @@ def test_bf16_weights_are_cast_once_and_give_what_autocast_gives(monkeypatch):
     wave = noise_with_bursts(27.0, [(3.0, 4.0), (15.0, 21.0)])
     det = Detector(model, device="cpu", precision="bf16", batch_size=2)
     cached = det.scores_audio(wave, "x").probs
+    # the first pass found which layers autocast runs in bf16: the encoder's, not the float32 head
+    bf16_layers = {name.rsplit(".", 1)[0] for name in det._bf16_cache}
+    assert "encoder.blocks.0.attn.qkv" in bf16_layers and "encoder.patch_embed" in bf16_layers
+    assert not any(name.startswith("head.") for name in bf16_layers)
     casts = []
     real = torch.Tensor.to
     monkeypatch.setattr(torch.Tensor, "to", lambda self, *a, **k: (casts.append(a), real(self, *a, **k))[1])
