@@ -5,6 +5,12 @@ Usage::
     python benchmarks/encoder_throughput.py                       # CPU (fp32) and, if present, CUDA (bf16)
     python benchmarks/encoder_throughput.py --device cuda --batch-size 256 --iters 20 --compile
     python benchmarks/encoder_throughput.py --device cpu --batch-size 8 --iters 3 --models frame_small
+    python benchmarks/encoder_throughput.py --device cuda --models frame_base --official-audiossl /tmp/audiossl
+
+``--official-audiossl DIR`` (a folder holding the ``audiossl`` package of Audio-WestlakeU/audiossl) adds
+the official ``FrameAST`` of the same size, timed in the same run with the same inputs, precision and
+steps (its masking helper, which needs fairseq and only serves pretraining, is replaced by an empty
+module). Nothing of it is copied into atst-sed: it is imported from DIR at run time.
 
 Inference = waveform (B, 160000) → LogMelFrontend → ATSTEncoder (last block), under ``torch.inference_mode``.
 Fine-tune = the paper's DESED setting: ``SEDModel.freeze_all_but_last(1)`` (last block + final norm + head
@@ -102,6 +108,77 @@ def bench_finetune(name: str, device: torch.device, batch: int, warmup: int, ite
                   1000 * seconds, cpu)
 
 
+def official_frame_ast(audiossl: str, name: str) -> torch.nn.Module:
+    """The official FrameAST of ``name``'s size (``frame_small`` / ``frame_base``), imported from DIR."""
+    import importlib
+    import sys
+    import types
+
+    if audiossl not in sys.path:
+        sys.path.insert(0, audiossl)
+    masking = "audiossl.methods.atstframe.random_mask"  # imports fairseq; only pretraining uses it
+    sys.modules.setdefault(masking, types.ModuleType(masking))
+    module = importlib.import_module("audiossl.methods.atstframe.audio_transformer")
+    return getattr(module, {"frame_small": "FrameAST_small", "frame_base": "FrameAST_base"}[name])()
+
+
+class OfficialSED(torch.nn.Module):
+    """Official FrameAST (last block, ``norm_frame``) + a frame-wise linear head: the official DESED
+    fine-tuning's shape, fed our frontend's features as (B, 1, 64, T)."""
+
+    def __init__(self, encoder: torch.nn.Module, n_classes: int = 10):
+        super().__init__()
+        self.encoder = encoder
+        self.linear = torch.nn.Linear(encoder.norm_frame.normalized_shape[0], n_classes)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        lengths = torch.full((features.shape[0],), features.shape[-1], device=features.device)
+        tokens = self.encoder.get_intermediate_layers(features[:, None], lengths, n=1, scene=False)
+        return torch.sigmoid(self.linear(tokens).float())
+
+
+def bench_official(name: str, audiossl: str, mode: str, device: torch.device, batch: int, warmup: int,
+                   iters: int) -> Result:
+    """The official FrameAST timed like :func:`bench_inference` / :func:`bench_finetune` (mode)."""
+    model = OfficialSED(official_frame_ast(audiossl, name)).to(device)
+    frontend = LogMelFrontend().to(device)
+    wave = torch.randn(batch, CLIP_SAMPLES, device=device) * 0.1
+    bf16 = device.type == "cuda"
+    label = f"official FrameAST ({name})"
+    if mode == "inference":
+        model.eval()
+
+        def step() -> None:
+            with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                model(frontend(wave))
+
+        seconds, cpu = _timed(step, device, warmup, iters)
+        return Result(label, device.type, "bf16" if bf16 else "fp32", "inference", batch, batch / seconds, 1000 * seconds, cpu)
+    for p in model.parameters():  # last block + final norm + head trainable, as freeze_all_but_last(1)
+        p.requires_grad_(False)
+    trainable = [*model.encoder.blocks[-1].parameters(), *model.encoder.norm_frame.parameters(), *model.linear.parameters()]
+    for p in trainable:
+        p.requires_grad_(True)
+    model.train()
+    optimizer = torch.optim.SGD(trainable, lr=0.1, momentum=0.9)
+    targets = (torch.rand(batch, 250, 10, device=device) > 0.8).float()
+
+    def step() -> None:
+        with torch.no_grad():
+            features = frontend(wave)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            probs = model(features)
+        loss = torch.nn.functional.binary_cross_entropy(probs, targets)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 3.0)
+        optimizer.step()
+
+    seconds, cpu = _timed(step, device, warmup, iters)
+    return Result(label, device.type, "bf16" if bf16 else "fp32", "fine-tune (last block)", batch, batch / seconds,
+                  1000 * seconds, cpu)
+
+
 def _cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as handle:
@@ -134,6 +211,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--modes", nargs="+", choices=("inference", "finetune"), default=["inference", "finetune"])
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--compile", action="store_true", help="torch.compile the encoder / model first")
+    p.add_argument("--official-audiossl", metavar="DIR",
+                   help="also time the official FrameAST of each frame model, imported from DIR/audiossl")
     args = p.parse_args(argv)
 
     if args.threads:
@@ -159,6 +238,10 @@ def main(argv: list[str] | None = None) -> None:
                 results.append(bench_inference(name, device, batch, warmup, iters, args.compile))
             if "finetune" in args.modes:
                 results.append(bench_finetune(name, device, batch, warmup, iters, args.compile))
+            if args.official_audiossl and name in ("frame_small", "frame_base"):
+                for mode in args.modes:  # interleaved with ours, same inputs and settings
+                    torch.manual_seed(0)
+                    results.append(bench_official(name, args.official_audiossl, mode, device, batch, warmup, iters))
             if gpu:
                 torch.cuda.empty_cache()
     where = torch.cuda.get_device_name(0) if any(d.type == "cuda" for d in devices) else _cpu_name()

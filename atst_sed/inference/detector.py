@@ -6,12 +6,12 @@ default decoding — comes from the model's :class:`~atst_sed.models.spec.ModelS
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,6 +39,32 @@ class FileScores:
     duration: float
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+#: CPU features that multiply bf16 in hardware (``torch.cpu.get_capabilities()`` names): AVX-512 BF16
+#: (AMD Zen 4+, Intel Cooper Lake / Sapphire Rapids+) and AMX-BF16 (Intel Sapphire Rapids+).
+NATIVE_BF16_CPU_FEATURES = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU multiplies bf16 in hardware (:data:`NATIVE_BF16_CPU_FEATURES`, as
+    ``torch.cpu.get_capabilities()`` reports them from cpuinfo). Elsewhere bf16 is emulated and
+    slower than float32."""
+    capabilities = torch.cpu.get_capabilities()
+    return any(bool(capabilities.get(name, False)) for name in NATIVE_BF16_CPU_FEATURES)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` → ``bf16`` (autocast) on a CUDA GPU that supports it and on a CPU with native bf16
+    (:func:`cpu_has_native_bf16`), ``fp32`` elsewhere; ``fp32`` / ``bf16`` are kept as asked."""
+    if precision not in PRECISIONS:
+        raise AtstSedError(f"unknown precision {precision!r} (use {', '.join(PRECISIONS)})")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``auto`` → CUDA when available, else CPU; ``cuda`` without a GPU → :class:`AtstSedError`."""
     name = str(device)
@@ -51,15 +77,28 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(name)
 
 
+#: Windows per forward pass when none is asked for. CPU: 8 (frame_base in bf16 on 2 AVX-512 BF16 cores
+#: ran ~7 % faster per window than at 4, and a folder of short files then shares each pass among 8
+#: files; more only adds memory). CUDA: 64 (a few hundred MB of bf16 activations for frame_base: it fits
+#: any CUDA GPU with bf16; larger batches pay off only for folders of many files, see --batch-size).
+DEFAULT_BATCH_SIZES = {"cpu": 8, "cuda": 64}
+
+
+def default_batch_size(device: torch.device) -> int:
+    """Windows per forward pass for ``device`` (:data:`DEFAULT_BATCH_SIZES`)."""
+    return DEFAULT_BATCH_SIZES.get(device.type, DEFAULT_BATCH_SIZES["cpu"])
+
+
 class Detector:
     """Sliding-window SED inference with a model's own contract: windows of its input length
     (hop ``hop_seconds``), overlap-add on its frame grid, decoding.
 
     ``model`` is a SED model of either family (put in eval mode); ``decoding`` defaults to the model's
-    (median filter sizes in the model's frames). On CUDA the encoder runs under bf16 autocast; the
-    frontend is always float32. ``precision`` ``auto`` = bf16 autocast on CUDA, float32 on CPU;
-    ``bf16`` on CPU is an opt-in speed-up (about 1.5× with AVX-512 BF16, probabilities within
-    ≈0.01 of float32; see benchmarks/README.md).
+    (median filter sizes in the model's frames). ``precision`` (see :func:`resolve_precision`):
+    ``auto`` runs the encoder under bf16 autocast where the hardware multiplies bf16 natively (CUDA
+    GPUs with bf16, CPUs with AVX-512 BF16 or AMX) and in float32 elsewhere; the frontend and the
+    head are always float32. ``batch_size``: windows per forward pass, default
+    :func:`default_batch_size`.
 
     ``short_clips``: how a recording shorter than the model's window is scored — ``mask`` (alone, on
     its own frames) or ``pad`` (zero-padded to the window, the padding scored as audio, as the
@@ -78,10 +117,7 @@ class Detector:
         short_clips: str | None = None,
     ):
         self.device = resolve_device(device)
-        if precision not in ("auto", "fp32", "bf16"):
-            raise AtstSedError(f"unknown precision {precision!r} (use auto, fp32 or bf16)")
-        # auto: bf16 on GPU; fp32 on CPU, where bf16 is faster only with AVX-512 BF16 / AMX (opt in).
-        self.precision = ("bf16" if self.device.type == "cuda" else "fp32") if precision == "auto" else precision
+        self.precision = resolve_precision(precision, self.device)
         self.model = model.eval().to(self.device)
         self.spec = model.spec
         self.short_clips = check_short_clips(short_clips or self.spec.short_clips)
@@ -89,10 +125,11 @@ class Detector:
         self.decoding = decoding or self.spec.decoding
         if list(self.decoding.classes) != self.classes:
             raise AtstSedError(f"decoding settings are for {list(self.decoding.classes)}, the model's classes are {self.classes}")
-        self.batch_size = int(batch_size or (32 if self.device.type == "cuda" else 4))
+        self.batch_size = int(batch_size or default_batch_size(self.device))
         if self.batch_size < 1:
             raise AtstSedError("batch size must be at least 1")
         self.windows = SlidingWindows.with_hop_seconds(self.spec.grid, self.spec.window_samples, hop_seconds)
+        self._bf16_cache: dict[str, torch.Tensor] | None = None
 
     @property
     def thresholds(self) -> list[float]:
@@ -125,7 +162,7 @@ class Detector:
         :func:`~atst_sed.models.checkpoint.load_checkpoint`; ``short_clips`` as in :class:`Detector`."""
         from atst_sed.models.checkpoint import load_checkpoint
 
-        loaded = load_checkpoint(path, variant=variant, role=role)
+        loaded = load_checkpoint(path, variant=variant, role=role, mmap=True)
         if loaded.kind != "sed" or loaded.model is None:
             raise InputError(
                 path,
@@ -138,10 +175,40 @@ class Detector:
 
     # -- scores ----------------------------------------------------------------------------------
 
-    def _autocast(self):
-        if self.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+    def _bf16_forward(self, inputs: tuple) -> Any:
+        """The model under bf16 autocast, with its weights cast to bf16 once per detector.
+
+        Autocast casts a float32 weight on every forward pass it is entered for (it caches the copy
+        only until the ``with`` block ends): for frame_base that is 85 M values, about as long as
+        one 10 s window's forward on two CPU cores. The first pass runs under plain autocast and
+        notes which Linear / Conv layers ran with autocast on (a model may keep parts in float32,
+        e.g. :class:`SEDModel`'s head); later passes get bf16 copies of exactly those weights, which
+        autocast leaves as they are, so the numbers are the same without the repeated casts."""
+        if self._bf16_cache is not None:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                return torch.func.functional_call(self.model, self._bf16_cache, inputs, strict=False)
+        device_type = self.device.type
+        cast: list[torch.nn.Module] = []
+
+        def note(module: torch.nn.Module, _args: tuple) -> None:
+            if torch.is_autocast_enabled(device_type):
+                cast.append(module)
+
+        layers = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d)
+        hooks = [m.register_forward_pre_hook(note) for m in self.model.modules() if isinstance(m, layers)]
+        try:
+            with torch.autocast(device_type, dtype=torch.bfloat16):
+                out = self.model(*inputs)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        names = {id(module): name for name, module in self.model.named_modules()}
+        self._bf16_cache = {
+            f"{names[id(module)]}.{name}": param.detach().to(torch.bfloat16)
+            for module in {id(m): m for m in cast}.values()
+            for name, param in module.named_parameters(recurse=False)
+        }
+        return out
 
     @torch.inference_mode()
     def _run_batch(self, waves: torch.Tensor, lengths: torch.Tensor | None) -> np.ndarray:
@@ -149,9 +216,8 @@ class Detector:
         waves = waves.to(self.device, non_blocking=True)
         if lengths is not None:
             lengths = lengths.to(self.device)
-        inputs = self.model.features(waves, lengths, self.short_clips)
-        with self._autocast():
-            out = self.model(*inputs)
+        inputs = self.model.features(waves, lengths, self.short_clips)  # the frontend stays float32
+        out = self._bf16_forward(tuple(inputs)) if self.precision == "bf16" else self.model(*inputs)
         return out.frame_probs.float().cpu().numpy()
 
     def check_length(self, n_samples: int, filename: str | None = None) -> None:
@@ -218,4 +284,4 @@ class Detector:
         return df.sort_values(["filename", "onset", "event_label"], kind="stable").reset_index(drop=True)
 
 
-__all__ = ["Detector", "FileScores", "resolve_device"]
+__all__ = ["Detector", "FileScores", "cpu_has_native_bf16", "default_batch_size", "resolve_device", "resolve_precision"]

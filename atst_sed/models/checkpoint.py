@@ -108,6 +108,7 @@ def load_checkpoint(
     role: str | None = None,
     classes: list[str] | tuple[str, ...] | None = None,
     downloader: hub.Downloader | None = None,
+    mmap: bool = False,
 ) -> LoadedCheckpoint:
     """Load a checkpoint: ours (either family), any published ATST layout, or a published model by
     name (``atst-sed:stage2``, ``atst-frame:base`` …: downloaded once into the cache, see :mod:`atst_sed.hub`).
@@ -118,13 +119,15 @@ def load_checkpoint(
     output names of a published model that does not fix them (default DESED's for 10 classes).
     ``encoder_prefix`` forces where the encoder sits (and loads the encoder only); ``variant``
     (``frame``/``clip``) overrides the layout's guess and is checked against files that say it.
+    ``mmap``: the weights are mapped from the file (copy on write) rather than read whole, see
+    :func:`~atst_sed.models.weights.read_checkpoint_file`: inference starts faster.
     """
     if is_model_name(str(source)):
-        return _load_named(str(source), variant, role, classes, downloader)
+        return _load_named(str(source), variant, role, classes, downloader, mmap)
     path = Path(source)
     if variant is not None and variant not in VARIANTS:
         raise InputError(path, f"variant must be frame or clip, not {variant!r}")
-    raw = read_checkpoint_file(path)
+    raw = read_checkpoint_file(path, mmap=mmap)
     if is_atst_sed_checkpoint(raw):
         if role is not None:
             raise InputError(path, f"an atst-sed checkpoint holds one model, not a {role} (roles exist in published ATST-SED and C2F files)")
@@ -162,21 +165,21 @@ def _load_published_encoder(raw: Any, sd: dict, path: Path, encoder_prefix: str 
     return LoadedCheckpoint(path=path, kind="encoder", layout=f"official:{prefix or '<root>'}", encoder=encoder)
 
 
-def _load_named(name: str, variant: str | None, role: str | None, classes, downloader) -> LoadedCheckpoint:
+def _load_named(name: str, variant: str | None, role: str | None, classes, downloader, mmap: bool = False) -> LoadedCheckpoint:
     """A registry model: fetched once, loaded as its file, with the registry's classes, role and decoding."""
     entry = hub.published_model(name)
     path = hub.fetch(name, downloader)
     if entry.kind == "encoder":
         if role is not None:
             raise AtstSedError(f"{name} is an encoder without an SED head: it has no {role} model")
-        loaded = load_checkpoint(path, variant=variant)
+        loaded = load_checkpoint(path, variant=variant, mmap=mmap)
         loaded.source = name
         return loaded
     if classes is None:
         classes = entry.classes
         if classes is None and entry.labels is not None:
             classes = hub.read_label_list(hub.fetch_file(entry, entry.labels, downloader), entry.n_classes)
-    loaded = load_checkpoint(path, variant=variant, role=role or entry.role, classes=classes)
+    loaded = load_checkpoint(path, variant=variant, role=role or entry.role, classes=classes, mmap=mmap)
     model = loaded.model
     try:
         model.decoding = Decoding.for_classes(model.classes, base=model.decoding, **entry.decoding)

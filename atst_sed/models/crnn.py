@@ -355,10 +355,14 @@ class ATSTSEDModel(nn.Module):
 
         h = self.rnn(self.cat_tf(torch.cat([x, pooled], dim=-1)), out_frames)
         h = self.dropout(h)
-        logits = self.dense(h)
-        probs = torch.sigmoid(logits)
-        valid = None if out_frames is None else torch.arange(n_out, device=h.device)[None, :] < out_frames[:, None]
-        return SEDOutput(logits, probs, attention_pooling(probs, self.dense_softmax(h), valid), valid)
+        # The heads run in float32 even under bf16 autocast, as SEDModel's: a bf16 sigmoid keeps
+        # 8 significant bits, which would move threshold crossings and score files.
+        with torch.autocast(h.device.type, enabled=False):
+            h = h.float()
+            logits = self.dense(h)
+            probs = torch.sigmoid(logits)
+            valid = None if out_frames is None else torch.arange(n_out, device=h.device)[None, :] < out_frames[:, None]
+            return SEDOutput(logits, probs, attention_pooling(probs, self.dense_softmax(h), valid), valid)
 
     def _pool_tokens(self, tokens: Tensor, atst_frames: Tensor | None, n_out: int, out_frames: Tensor | None) -> Tensor:
         """Average the 40 ms tokens onto the CNN's frames (adaptive average pooling, per clip)."""

@@ -93,14 +93,20 @@ def is_atst_sed_checkpoint(raw: Any) -> bool:
 
 def read_checkpoint_file(path: str | PathLike[str], mmap: bool = False) -> Any:
     """The object in a ``torch.save`` file, read with ``weights_only=True`` (no pickled code runs).
-    ``mmap``: tensors stay on disk until used (a cheap check of a large file). A missing, truncated or
-    corrupt file, or one that carries pickled Python objects → :class:`InputError` naming it."""
+    ``mmap``: tensors are mapped from the file and read from disk when first used instead of being
+    copied into memory up front (a cheap check of a large file, a fast start for inference); only
+    zip-format files (``torch.save`` since PyTorch 1.6) can be mapped, older ones are read whole.
+    A missing, truncated or corrupt file, or one that carries pickled Python objects →
+    :class:`InputError` naming it."""
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "no such checkpoint file")
     problem = _not_a_checkpoint(path)
     if problem is not None:
         raise InputError(path, problem)
+    if mmap:
+        with path.open("rb") as handle:
+            mmap = handle.read(len(_ZIP_MAGIC)) == _ZIP_MAGIC
     try:
         with torch.serialization.safe_globals(_SAFE_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)

@@ -145,7 +145,8 @@ def _run_detection(run: RunFolder, eval_audio: Path, fmt: str, problems: list[st
     log.info("detecting events in %s with %s", eval_audio, checkpoints[-1])
     try:
         report = detect_inputs([str(eval_audio)], str(checkpoints[-1]), output=str(run.eval_dir / "events.csv"),
-                               scores_dir=str(run.eval_dir / "scores"), raw_scores_dir=str(run.eval_dir / "scores_raw"))
+                               scores_dir=str(run.eval_dir / "scores"), raw_scores_dir=str(run.eval_dir / "scores_raw"),
+                               precision="fp32")  # a submission's scores must not depend on the machine's bf16 support
     except AtstSedError as err:
         problems.append(f"{run.path}: detection failed: {err}")
         return

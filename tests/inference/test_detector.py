@@ -34,7 +34,7 @@ def wave():
 
 
 def test_long_file_equals_its_windows_where_they_do_not_overlap(model, wave):
-    det = Detector(model, device="cpu", hop_seconds=10.0, batch_size=2)
+    det = Detector(model, device="cpu", hop_seconds=10.0, batch_size=2, precision="fp32")
     got = det.scores_audio(wave, "x").probs
     n_tokens = ATST_GRID.n_frames(len(wave))
     assert got.shape == (n_tokens, len(CLASSES))
@@ -52,7 +52,7 @@ def test_long_file_equals_its_windows_where_they_do_not_overlap(model, wave):
 
 
 def test_batched_overlapping_windows_equal_one_by_one(model, wave):
-    det = Detector(model, device="cpu", hop_seconds=5.0, batch_size=3)
+    det = Detector(model, device="cpu", hop_seconds=5.0, batch_size=3, precision="fp32")
     got = det.scores_audio(wave, "x").probs
     plan = SlidingWindows(ATST_GRID, 160000, 125)
     windows = plan.plan(len(wave))
@@ -63,7 +63,7 @@ def test_batched_overlapping_windows_equal_one_by_one(model, wave):
 
 @pytest.mark.parametrize("n_samples", [513, 16000 * 3 + 37, 159999, 160000, 160001, 160479])
 def test_short_and_odd_lengths_run_once_at_their_exact_length(model, wave, n_samples):
-    det = Detector(model, device="cpu")
+    det = Detector(model, device="cpu", precision="fp32")
     scores = det.scores_audio(wave[:n_samples], "short")
     assert scores.probs.shape == (ATST_GRID.n_frames(n_samples), len(CLASSES))
     assert scores.duration == pytest.approx(n_samples / 16000)
@@ -126,14 +126,14 @@ def test_cuda_without_gpu_is_a_clear_error(loud_ckpt):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_bf16_matches_cpu(model, wave):
-    cpu = Detector(model, device="cpu").scores_audio(wave, "x").probs
+    cpu = Detector(model, device="cpu", precision="fp32").scores_audio(wave, "x").probs
     gpu = Detector(random_model(), device="cuda").scores_audio(wave, "x").probs
     np.testing.assert_allclose(gpu, cpu, atol=0.05)
 
 
 def test_bf16_autocast_path_is_close_to_float32(model, wave):
-    """`--precision bf16` (the GPU default) through the same code on CPU: float32 frontend, bf16 encoder."""
-    fp32 = Detector(model, device="cpu").scores_audio(wave, "x")
+    """`--precision bf16` on CPU: float32 frontend, bf16 encoder, float32 head."""
+    fp32 = Detector(model, device="cpu", precision="fp32").scores_audio(wave, "x")
     bf16 = Detector(model, device="cpu", precision="bf16").scores_audio(wave, "x")
     assert bf16.probs.dtype == fp32.probs.dtype == np.float32 and bf16.probs.shape == fp32.probs.shape
     np.testing.assert_allclose(bf16.probs, fp32.probs, atol=0.05)
@@ -142,7 +142,7 @@ def test_bf16_autocast_path_is_close_to_float32(model, wave):
 
 def test_recordings_of_different_lengths_share_batches_exactly(model, wave):
     """Several files scored together (padded, masked windows) equal each file scored alone."""
-    det = Detector(model, device="cpu", batch_size=4)
+    det = Detector(model, device="cpu", batch_size=4, precision="fp32")
     pieces = [wave[:16000 * 2 + 333], wave[5000 : 5000 + 16000 * 7], wave[:16000 * 12 + 99], wave[100:900]]
     together = det.scores_many([(p, f"f{i}") for i, p in enumerate(pieces)])
     for i, (p, scores) in enumerate(zip(pieces, together)):

@@ -41,7 +41,7 @@ def test_the_checkpoint_states_the_grid_and_window_detection_uses(ckpt_64ms):
 
 
 def test_long_recordings_are_windows_of_the_model_overlap_added_on_its_grid(model_64ms):
-    det = Detector(model_64ms, device="cpu", hop_seconds=5.0, batch_size=3)
+    det = Detector(model_64ms, device="cpu", hop_seconds=5.0, batch_size=3, precision="fp32")
     wave = np.random.default_rng(5).standard_normal(int(16000 * 37.3) + 11).astype(np.float32) * 0.1
     got = det.scores_audio(wave, "x")
     assert got.probs.shape == (GRID_64.n_frames(len(wave)), len(CLASSES)) and got.frame_seconds == 0.064

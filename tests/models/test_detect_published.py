@@ -33,7 +33,7 @@ def _input_path(name: str, request) -> Path:
 def _detect_scores(audio: Path, folder: str, role: str | None, tmp_path: Path, *options: str) -> pd.DataFrame:
     scores_dir = tmp_path / "scores"
     argv = ["detect", str(audio), "--checkpoint", str(golden_checkpoint(folder)), "--device", "cpu",
-            "--raw-scores-dir", str(scores_dir), "-o", str(tmp_path / "events.csv"), *options]
+            "--precision", "fp32", "--raw-scores-dir", str(scores_dir), "-o", str(tmp_path / "events.csv"), *options]
     if role is not None:
         argv += ["--role", role]
     assert main(argv) == 0
@@ -73,7 +73,7 @@ def test_the_installed_command_runs_a_published_atst_sed_file_on_its_64ms_grid(t
     scores_dir, raw_dir, csv, plots = tmp_path / "scores", tmp_path / "raw", tmp_path / "events.csv", tmp_path / "plots"
     done = subprocess.run(
         [sys.executable, "-m", "atst_sed.cli.main", "detect", str(audio), "--checkpoint",
-         str(golden_checkpoint("atstsed_stage2")), "--role", "student", "--device", "cpu", "--thresholds", "0.3",
+         str(golden_checkpoint("atstsed_stage2")), "--role", "student", "--device", "cpu", "--precision", "fp32", "--thresholds", "0.3",
          "--scores-dir", str(scores_dir), "--raw-scores-dir", str(raw_dir), "-o", str(csv), "--plot", str(plots)],
         capture_output=True, text=True, timeout=300,
     )

@@ -183,22 +183,25 @@ def test_weak_macro_f1_matches_sklearn_and_torchmetrics():
 
 
 def test_bf16_mixed_precision_keeps_float32_weights_and_float32_losses(tmp_path):
-    """Lightning's ``bf16-mixed`` (the GPU default) through the same autocast code on CPU."""
+    """Lightning's ``bf16-mixed`` (the GPU default) through the same autocast code on CPU: the encoder's
+    matrix products in bf16, the head (probabilities) and the loss in float32."""
     dtypes = []
 
     class _Spy(pl.Callback):
         def on_train_batch_start(self, trainer, module, batch, batch_idx):
-            self._hook = module.model.head.linear.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
+            self._hooks = [layer.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
+                           for layer in (module.model.encoder.blocks[-1].mlp.fc2, module.model.head.linear)]
 
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-            self._hook.remove()
+            for hook in self._hooks:
+                hook.remove()
             dtypes.append(outputs["loss"].dtype)
 
     task = SEDTask(_model(2), TaskConfig(), OptimConfig(lr=0.05, warmup_epochs=0.0))
     before = task.model.encoder.blocks[-1].mlp.fc1.weight.detach().clone()
     trainer = _trainer(tmp_path, 1, callbacks=[_Spy()], precision="bf16-mixed")
     trainer.fit(task, tiny_loader(12, 6))
-    assert dtypes == [torch.bfloat16, torch.float32] * 2  # bf16 matmuls, float32 loss, 2 steps
+    assert dtypes == [torch.bfloat16, torch.float32, torch.float32] * 2  # encoder, head, loss; 2 steps
     assert all(p.dtype == torch.float32 for p in task.model.parameters())
     after = task.model.encoder.blocks[-1].mlp.fc1.weight
     assert torch.isfinite(after).all() and not torch.equal(after, before)
