@@ -45,7 +45,7 @@ def test_every_command_is_reached():
     assert set(COMMANDS) == {
         "atst-sed prepare synth", "atst-sed prepare dcase22", "atst-sed prepare custom", "atst-sed pretrain",
         "atst-sed train", "atst-sed embed", "atst-sed detect", "atst-sed evaluate", "atst-sed report",
-        "atst-sed package", "atst-sed package validate",
+        "atst-sed package", "atst-sed package validate", "atst-sed models",
     }
 
 

@@ -16,6 +16,12 @@ def register(subparsers) -> None:
             "folder); its SHA-256 is recorded then and checked on every later use. Offline, put the\n"
             "file by hand at the path that --paths shows."
         ),
+        epilog=(
+            "examples:\n"
+            "  atst-sed models                  # names, families, classes, reported PSDS, cached or not\n"
+            "  atst-sed models --paths          # where each file comes from and where it goes offline\n"
+            "  atst-sed detect rec.wav --checkpoint atst-sed:stage2 -o rec.csv\n"
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--paths", action="store_true", help="also show each model's URL and its path in the cache")
