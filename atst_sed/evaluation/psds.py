@@ -11,6 +11,7 @@ Inputs are already-checked tables whose ``filename`` column holds clip ids (see
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import warnings
 from collections.abc import Mapping, Sequence
@@ -20,10 +21,13 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "MAX_CROSS_TRIGGER_BYTES",
     "SCENARIOS",
     "PsdsResult",
     "PsdsScenario",
+    "cross_trigger_bytes",
     "psds_from_operating_points",
+    "scenarios",
     "sed_scores_ground_truth",
     "threshold_free_psds",
 ]
@@ -33,7 +37,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PsdsScenario:
-    """PSDS parameters (criteria as fractions, max_efpr in false positives per hour)."""
+    """PSDS parameters (criteria as fractions, max_efpr in false positives per hour); ``name``
+    labels the results (``psds1``, ``psds2``, or ``custom``)."""
 
     dtc: float
     gtc: float
@@ -41,13 +46,26 @@ class PsdsScenario:
     alpha_ct: float
     alpha_st: float
     max_efpr: float = 100.0
+    name: str = "custom"
 
 
 #: DCASE 2022 Task 4 scenarios (DESED_task ``sed_trainer.py`` test step).
 SCENARIOS: dict[str, PsdsScenario] = {
-    "psds1": PsdsScenario(dtc=0.7, gtc=0.7, cttc=0.3, alpha_ct=0.0, alpha_st=1.0),
-    "psds2": PsdsScenario(dtc=0.1, gtc=0.1, cttc=0.3, alpha_ct=0.5, alpha_st=1.0),
+    "psds1": PsdsScenario(dtc=0.7, gtc=0.7, cttc=0.3, alpha_ct=0.0, alpha_st=1.0, name="psds1"),
+    "psds2": PsdsScenario(dtc=0.1, gtc=0.1, cttc=0.3, alpha_ct=0.5, alpha_st=1.0, name="psds2"),
 }
+
+
+def scenarios(alpha_st: float | None = None) -> dict[str, PsdsScenario]:
+    """The two DCASE scenarios, with ``alpha_st`` (the weight of the across-class standard deviation
+    of the TPR) replaced when given: the ATST papers score AudioSet-strong with ``alpha_st = 0``
+    (audiossl ``train_as_strong.py``), because with 400+ classes, many with few events, the
+    spread term would dominate."""
+    if alpha_st is None:
+        return dict(SCENARIOS)
+    if not 0.0 <= float(alpha_st):
+        raise ValueError(f"alpha_st must be >= 0, got {alpha_st}")
+    return {name: dataclasses.replace(sc, alpha_st=float(alpha_st)) for name, sc in SCENARIOS.items()}
 
 
 @dataclass
@@ -78,7 +96,7 @@ class PsdsResult:
 
 def _scenario(scenario: str | PsdsScenario) -> tuple[str, PsdsScenario]:
     if isinstance(scenario, PsdsScenario):
-        return "custom", scenario
+        return scenario.name, scenario
     if scenario not in SCENARIOS:
         raise ValueError(f"scenario must be one of {sorted(SCENARIOS)}, got {scenario!r}")
     return scenario, SCENARIOS[scenario]
@@ -233,6 +251,22 @@ def sed_scores_ground_truth(
     return ground, joined
 
 
+#: sed_scores_eval keeps, for every class, a cross-trigger count with every other class at every
+#: change point of its scores (about one per frame): 8 bytes × C × (C − 1) × frames. Above this the
+#: threshold-free PSDS of a scenario with cross-triggers (α_ct > 0) is not computed.
+MAX_CROSS_TRIGGER_BYTES = 4e9
+
+
+def cross_trigger_bytes(scores: Mapping[str, pd.DataFrame]) -> float:
+    """Memory sed_scores_eval needs for the cross-trigger statistics of ``scores`` (bytes, estimate:
+    one change point per frame and class — continuous model outputs — for every class pair)."""
+    if not scores:
+        return 0.0
+    n_classes = len(next(iter(scores.values())).columns) - 2
+    frames = sum(len(df) for df in scores.values())
+    return 8.0 * n_classes * max(n_classes - 1, 0) * frames
+
+
 def threshold_free_psds(
     scores: Mapping[str, pd.DataFrame],
     ground_truth: pd.DataFrame,
@@ -268,8 +302,8 @@ def threshold_free_psds(
     classes = [c for c in first.columns[2:] if c in present]
     dropped = [c for c in first.columns[2:] if c not in present]
     if dropped:
-        log.warning("threshold-free PSDS: class(es) without ground-truth events left out: %s",
-                    ", ".join(dropped))
+        log.warning("threshold-free PSDS: %d class(es) without ground-truth events left out: %s%s", len(dropped),
+                    ", ".join(dropped[:10]), " …" if len(dropped) > 10 else "")
     if not classes:
         raise ValueError("no class has a ground-truth event among the scored clips")
     ground, _ = sed_scores_ground_truth(events, ids)
