@@ -223,14 +223,18 @@ def test_detect_runs_a_named_model_fetched_once_from_the_remote(registry, remote
     assert (cache / "test_stage2" / "Stage2.ckpt").is_file()
 
 
-def test_detect_offline_fails_in_one_line_naming_the_url_and_where_to_put_the_file(registry, remote, cache, tmp_path, capsys):
+@pytest.mark.parametrize("name,missing", [("test:stage2", "Stage2.ckpt"), ("test:strong", "common_labels.txt")])
+def test_detect_offline_fails_in_one_line_naming_the_url_and_where_to_put_the_file(name, missing, registry, remote, cache,
+                                                                                 tmp_path, capsys, request):
+    if name == "test:strong":
+        request.getfixturevalue("strong_remote")  # its label list on the remote: the file that is missing here
     folder, base, _ = remote
-    (folder / "Stage2.ckpt").unlink()
+    (folder / missing).unlink()
     audio = golden_checkpoint("atstsed_stage2").parents[1] / "inputs" / "synth_3p6s.flac"
-    rc = main(["detect", str(audio), "--checkpoint", "test:stage2", "-o", str(tmp_path / "events.csv")])
+    rc = main(["detect", str(audio), "--checkpoint", name, "-o", str(tmp_path / "events.csv")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and err.startswith("atst-sed detect: ")
-    assert f"{base}/Stage2.ckpt" in err and str(cache / "test_stage2" / "Stage2.ckpt") in err
+    assert f"{base}/{missing}" in err and str(cache / name.replace(":", "_") / missing) in err
     assert not (tmp_path / "events.csv").exists()
 
 
@@ -268,16 +272,6 @@ def test_ids_the_shipped_table_lacks_are_named_by_the_ontology_from_the_cache(re
     names = hub.display_names("test:strong")  # fake MIDs: only the (fake remote's) ontology names them
     assert names[MIDS[5]] == "Sound 5" and requests.count("/ontology.json") == 1
     assert hub.display_names("test:strong")[MIDS[6]] == "Sound 6" and requests.count("/ontology.json") == 1
-
-
-def test_detect_without_the_label_file_fails_in_one_line_naming_its_url(strong_remote, remote, cache, tmp_path, capsys):
-    folder, base, _ = remote
-    (folder / "common_labels.txt").unlink()
-    audio = golden_checkpoint("atstsed_stage2").parents[1] / "inputs" / "synth_3p6s.flac"
-    rc = main(["detect", str(audio), "--checkpoint", "test:strong", "-o", str(tmp_path / "events.csv")])
-    err = capsys.readouterr().err.strip()
-    assert rc == 2 and len(err.splitlines()) == 1 and f"{base}/common_labels.txt" in err
-    assert str(cache / "test_strong" / "common_labels.txt") in err and not (tmp_path / "events.csv").exists()
 
 
 def test_models_verb_shows_the_audioset_strong_class_count_and_its_label_files(cache, capsys):
