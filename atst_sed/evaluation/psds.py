@@ -117,16 +117,69 @@ def durations_frame(durations: Mapping[str, float]) -> pd.DataFrame:
     return pd.DataFrame({"filename": list(durations), "duration": [float(v) for v in durations.values()]})
 
 
+def _fast_psds_eval_class():
+    """:class:`psds_eval.PSDSEval` with two of its per-class Python loops done with array operations,
+    giving the same numbers (``tests/evaluation/test_audioset_strong_evaluation.py`` compares them
+    with the unmodified library). At 407 AudioSet-strong classes these loops are almost all of the
+    time: ``_confusion_matrix_and_rates`` looks up classes² pandas entries one by one per operating
+    point, and ``psd_roc_curves`` builds classes² cross-trigger ROC curves that ``psds()`` never
+    reads. Everything else — the DTC/GTC/CTTC criteria, the step curves of the PSD-ROC, the area —
+    is the library's own code."""
+    from psds_eval import PSDSEval
+    from psds_eval.psds import PSDROC, WORLD
+
+    class FastPSDSEval(PSDSEval):
+        def _confusion_matrix_and_rates(self, tp, ct):
+            # PSDSEval's loop, per (detected class i, ground-truth class j), as one table lookup
+            n_real = len(self.class_names) - 1
+            names = sorted(set(self.class_names).difference([WORLD]))
+            columns = [*names, WORLD]
+            counts = np.zeros([len(self.class_names), len(self.class_names)])
+            n_cls_gt = self._get_dataset_counts()
+            gt_dur, dataset_dur = self._get_dataset_duration()
+            tp_count = tp["event_label_gt"].value_counts().reindex(names, fill_value=0).to_numpy(np.float64)
+            counts[np.arange(n_real), np.arange(n_real)] = tp_count
+            tp_ratio = np.empty(n_real)
+            has_gt = np.array([c in n_cls_gt for c in names], dtype=bool)
+            tp_ratio[has_gt] = tp_count[has_gt] / n_cls_gt.reindex(np.asarray(names)[has_gt]).to_numpy(np.float64)
+            ct_tmp = ct.groupby(["event_label_det", "event_label_gt"]).filename.count()
+            if len(ct_tmp):
+                table = ct_tmp.unstack().reindex(index=names, columns=columns).to_numpy(np.float64)
+                present = ~np.isnan(table)
+                counts[:n_real][present] = table[present]  # entries the loop finds; the others keep their value
+            fp_rate = counts[:n_real, n_real] * self.nseconds / dataset_dur
+            ct_rate = counts[:n_real, :n_real] * self.nseconds / gt_dur.reindex(names).to_numpy(np.float64)[None, :]
+            ct_rate[np.arange(n_real), np.arange(n_real)] = np.nan
+            return counts, tp_ratio, fp_rate, ct_rate
+
+        def psd_roc_curves(self, alpha_ct, linear_interp=False):
+            # only the TPR-vs-eFPR curves, which psds() reads (the library's loop, without the others)
+            pcr = self._effective_fp_rate(alpha_ct)
+            n_classes = len(self.class_names) - 1
+            efpr_points = np.unique(np.sort(pcr.effective_fp_rate.flatten()))
+            tpr_v_efpr = np.full((n_classes, efpr_points.size), np.nan)
+            curve = self.perform_interp if linear_interp else self.step_curve
+            for c in range(n_classes):
+                tpr_v_efpr[c] = curve(efpr_points, pcr.effective_fp_rate[c], pcr.tp_ratio[c])
+            efpr = PSDROC(yp=tpr_v_efpr, xp=efpr_points, mean=np.nanmean(tpr_v_efpr, axis=0),
+                          std=np.nanstd(tpr_v_efpr, axis=0))
+            return None, None, efpr
+
+    return FastPSDSEval
+
+
 def make_psds_eval(
     ground_truth: pd.DataFrame, durations: Mapping[str, float], dtc: float, gtc: float,
     cttc: float, classes: Sequence[str] | None = None,
 ):
-    """A ``psds_eval.PSDSEval`` with the ground truth set (durations in seconds, rates per hour).
+    """A ``psds_eval.PSDSEval`` (with array operations where the library loops over classes, same
+    numbers: :func:`_fast_psds_eval_class`) with the ground truth set (durations in seconds, rates
+    per hour).
 
     The class list is the ground truth's (psds_eval cannot score classes without ground truth;
     ``classes`` is accepted for symmetry and not passed on).
     """
-    from psds_eval import PSDSEval
+    PSDSEval = _fast_psds_eval_class()
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)

@@ -117,3 +117,62 @@ def test_evaluate_cli_scores_mid_files_with_alpha_st_zero(tmp_path, gt, mid_gt, 
     expected = _psds_eval_by_hand(ops, rows.reset_index(drop=True), PSDS1_ALPHA_ST0, sorted(set(rows["filename"])))
     assert np.isfinite(result["psds1"]) and result["psds1"] == pytest.approx(expected, abs=1e-12)
     assert "α_st 0" in capsys.readouterr().out
+
+
+def _many_class_case(n_classes=25, n_clips=40, seed=0):
+    """A random evaluation with many classes and cross-triggers: (ground truth, {threshold: detections}, durations)."""
+    rng = np.random.default_rng(seed)
+    labels = [f"/m/{i:04x}" for i in range(n_classes)]
+    gt_rows, pool = [], []
+    for k in range(n_clips):
+        clip = f"Y{k:03d}"
+        for _ in range(rng.integers(1, 5)):
+            on = rng.uniform(0, 8)
+            label, off = labels[rng.integers(n_classes)], on + rng.uniform(0.3, 2)
+            gt_rows.append((clip, round(on, 2), round(off, 2), label))
+            pool.append((clip, round(on + rng.normal(0, 0.1), 2), round(min(off + rng.normal(0, 0.1), 10), 2), label,
+                         rng.uniform(0.2, 1)))  # a hit, found above its confidence
+        for _ in range(rng.integers(2, 8)):  # detections of any class: hits, cross-triggers, false alarms
+            on = rng.uniform(0, 9)
+            pool.append((clip, round(on, 2), round(min(on + rng.uniform(0.2, 2.5), 10), 2), labels[rng.integers(n_classes)],
+                         rng.uniform()))
+    gt = pd.DataFrame(gt_rows, columns=["filename", "onset", "offset", "event_label"])
+    gt = gt.sort_values(["filename", "event_label", "onset"]).reset_index(drop=True)
+    overlap = (gt["filename"] == gt["filename"].shift()) & (gt["event_label"] == gt["event_label"].shift()) & (
+        gt["onset"] <= gt["offset"].shift())
+    gt = gt[~overlap].reset_index(drop=True)
+    det = pd.DataFrame(pool, columns=["filename", "onset", "offset", "event_label", "conf"])
+    det = det.assign(onset=det["onset"].clip(lower=0))
+    det = det[det["event_label"].isin(set(gt["event_label"]))]
+    ops = {}
+    for t in np.round(np.linspace(0.05, 0.95, 10), 2):
+        kept = det[det["conf"] > t].sort_values(["filename", "event_label", "onset"]).reset_index(drop=True)
+        clash = (kept["filename"] == kept["filename"].shift()) & (kept["event_label"] == kept["event_label"].shift()) & (
+            kept["onset"] <= kept["offset"].shift())
+        ops[float(t)] = kept[~clash][["filename", "onset", "offset", "event_label"]].reset_index(drop=True)
+    return gt, ops, {f"Y{k:03d}": 10.0 for k in range(n_clips)}
+
+
+@pytest.mark.parametrize("scenario", [PSDS1_ALPHA_ST0, PSDS2_ALPHA_ST0, dict(PSDS2_ALPHA_ST0, alpha_st=1.0)])
+def test_the_fast_psds_eval_gives_psds_evals_own_numbers(scenario):
+    from atst_sed.evaluation.psds import make_psds_eval
+
+    gt, ops, durations = _many_class_case()
+    meta = pd.DataFrame({"filename": list(durations), "duration": list(durations.values())})
+    reference = PSDSEval(dtc_threshold=scenario["dtc"], gtc_threshold=scenario["gtc"], cttc_threshold=scenario["cttc"],
+                         ground_truth=gt, metadata=meta)
+    fast = make_psds_eval(gt, durations, scenario["dtc"], scenario["gtc"], scenario["cttc"])
+    assert type(fast) is not PSDSEval and isinstance(fast, PSDSEval)
+    for t in sorted(ops):
+        reference.add_operating_point(ops[t])
+        fast.add_operating_point(ops[t])
+    for key in ("counts", "tpr", "fpr", "ctr"):  # per operating point: the confusion matrix and every rate
+        for mine, theirs in zip(fast.operating_points[key], reference.operating_points[key]):
+            np.testing.assert_array_equal(mine, theirs)
+    assert np.nansum(np.stack(list(reference.operating_points["ctr"]))) > 0  # cross-triggers were counted
+    kwargs = dict(alpha_ct=scenario["alpha_ct"], alpha_st=scenario["alpha_st"], max_efpr=scenario["max_efpr"])
+    expected = reference.psds(**kwargs)
+    got = fast.psds(**kwargs)
+    assert 0.05 < expected.value < 0.95 and got.value == expected.value, expected.value
+    np.testing.assert_array_equal(got.plt.yp, expected.plt.yp)
+    assert fast.compute_macro_f_score(ops[0.45]) == reference.compute_macro_f_score(ops[0.45])
