@@ -104,9 +104,11 @@ def name_map(classes: Sequence[str], *tables: Mapping[str, str]) -> dict[str, st
     return out
 
 
-def select_classes(selection: Sequence[str], classes: Sequence[str], names: Mapping[str, str]) -> list[int]:
+def class_indices(selection: Sequence[str], classes: Sequence[str], names: Mapping[str, str],
+                   what: str = "--classes") -> list[int]:
     """Output indices (in model order) of the classes in ``selection``, each given by its id or its
-    display name (case-insensitive). An unknown entry → :class:`AtstSedError` with close matches."""
+    display name (case-insensitive). An unknown entry → :class:`AtstSedError` naming ``what`` (the
+    option) with close matches."""
     by_key: dict[str, int] = {}
     for i, class_id in enumerate(classes):
         by_key.setdefault(class_id.casefold(), i)
@@ -119,10 +121,10 @@ def select_classes(selection: Sequence[str], classes: Sequence[str], names: Mapp
 
             close = difflib.get_close_matches(key, list(by_key), n=3, cutoff=0.6)
             hint = f"; did you mean {', '.join(repr(_original(c, classes, names)) for c in close)}?" if close else ""
-            raise AtstSedError(f"--classes: {item.strip()!r} is neither a class id nor a class name of the model{hint}")
+            raise AtstSedError(f"{what}: {item.strip()!r} is neither a class id nor a class name of the model{hint}")
         chosen.add(by_key[key])
     if not chosen:
-        raise AtstSedError("--classes: no class given")
+        raise AtstSedError(f"{what}: no class given")
     return sorted(chosen)
 
 
@@ -167,6 +169,6 @@ __all__ = [
     "read_label_file",
     "read_label_list",
     "read_ontology_names",
-    "select_classes",
+    "class_indices",
     "split_selection",
 ]

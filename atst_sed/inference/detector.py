@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from atst_sed.audio import load_audio
-from atst_sed.class_names import audioset_strong_table, check_label_format, name_map, read_label_file, select_classes, split_selection
+from atst_sed.class_names import audioset_strong_table, check_label_format, name_map, read_label_file, class_indices, split_selection
 from atst_sed.decoding import Decoding
 from atst_sed.errors import AtstSedError, InputError
 from atst_sed.events import SCORED_EVENT_COLUMNS
@@ -58,6 +58,13 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 def _check_count(labels: str | PathLike[str] | None, ids: Sequence[str], n_classes: int | None) -> None:
     if n_classes is not None and len(ids) != n_classes:
         raise InputError(labels, f"the label file has {len(ids)} classes, the model {n_classes}")
+
+
+def _keys_by_id(values, classes: Sequence[str], names: Mapping[str, str], what: str):
+    """A ``{class: value}`` setting with classes given by id or display name → keyed by id."""
+    if not isinstance(values, Mapping):
+        return values
+    return {classes[class_indices([key], classes, names, what)[0]]: value for key, value in values.items()}
 
 
 class Detector:
@@ -157,7 +164,7 @@ class Detector:
         AudioSet-strong / C2F, ATST-SED stage 1 / 2) or a published model's name (``atst-sed:stage2``;
         downloaded once, :mod:`atst_sed.hub`). Decoding settings come from the checkpoint (or the
         registry) and are overridden by ``thresholds`` / ``median_filter``: one value for all
-        classes, one per class, or ``{class: value}``. ``variant`` (``frame``/``clip``) is checked
+        classes, one per class, or ``{class: value}`` (class by id or display name). ``variant`` (``frame``/``clip``) is checked
         against the file; ``role`` picks ``teacher`` (default) or ``student`` of an ATST-SED file, see
         :func:`~atst_sed.models.checkpoint.load_checkpoint`; ``short_clips`` as in :class:`Detector`.
 
@@ -189,10 +196,12 @@ class Detector:
                                  "or the checkpoint's own ids")
             model.classes = tuple(label_ids)  # a published file: its outputs, named by the user's list
             model.decoding = Decoding(model.classes, model.decoding.thresholds, model.decoding.median_filter)
-        decoding = Decoding.for_classes(model.classes, thresholds, median_filter, base=model.decoding)
         published = hub.display_names(loaded.source, list(model.classes)) if loaded.source else {}
         names = name_map(model.classes, label_names, published, audioset_strong_table()[1])
-        keep = None if classes is None else select_classes(split_selection(classes, model.classes, names), model.classes, names)
+        thresholds = _keys_by_id(thresholds, model.classes, names, "thresholds")
+        median_filter = _keys_by_id(median_filter, model.classes, names, "median filter")
+        decoding = Decoding.for_classes(model.classes, thresholds, median_filter, base=model.decoding)
+        keep = None if classes is None else class_indices(split_selection(classes, model.classes, names), model.classes, names)
         return cls(model, decoding, device, batch_size, hop_seconds, precision, short_clips, names, keep, top_k, top_k_per)
 
     # -- scores ----------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from atst_sed.class_names import name_map, read_label_file, select_classes, split_selection
+from atst_sed.class_names import name_map, read_label_file, class_indices, split_selection
 from atst_sed.decoding import decode_events
 from atst_sed.errors import AtstSedError, InputError
 
@@ -57,9 +57,9 @@ def test_names_fall_back_to_the_next_table_then_to_the_id():
 def test_classes_are_chosen_by_id_or_name_in_model_order_even_with_commas_in_names():
     entries = split_selection(["dog,Gunshot, gunfire", "/m/09x0r"], CLASSES, NAMES)
     assert entries == ["dog", "Gunshot, gunfire", "/m/09x0r"]
-    assert select_classes(entries, CLASSES, NAMES) == [0, 1, 2]
+    assert class_indices(entries, CLASSES, NAMES) == [0, 1, 2]
     with pytest.raises(AtstSedError, match="'Gunshot' is neither .* did you mean 'Gunshot, gunfire'"):
-        select_classes(["Gunshot"], CLASSES, NAMES)
+        class_indices(["Gunshot"], CLASSES, NAMES)
 
 
 def test_top_k_per_frame_keeps_the_k_highest_filtered_scores_above_threshold():

@@ -168,3 +168,11 @@ def test_the_api_gives_names_mids_classes_and_top_k_as_the_command_line(tmp_path
     assert list(scores.columns) == ["onset", "offset", "/m/0bt9lr", "/m/09x0r"]
     one = load_model(CHECKPOINT, device="cpu", top_k=1, top_k_per="event").detect(AUDIO)
     assert len(one) == 1
+
+
+def test_per_class_thresholds_take_display_names_or_mids(tmp_path):
+    _, by_name, _ = _detect(tmp_path, "--thresholds", "Speech=0.99,dog=0.99", "--label-format", "mid")
+    _, by_mid, _ = _detect(tmp_path, "--thresholds", "/m/09x0r=0.99,/m/0bt9lr=0.99", "--label-format", "mid")
+    _, default, _ = _detect(tmp_path, "--label-format", "mid")
+    pd.testing.assert_frame_equal(by_name, by_mid)
+    assert len(by_name) < len(default)  # the two classes are held to 0.99
