@@ -37,6 +37,7 @@ from atst_sed.evaluation.psds import (
     scenarios,
     threshold_free_psds,
 )
+from atst_sed.events import merge_overlapping_events
 from atst_sed.fileio import atomic_write_text
 from atst_sed.score_files import score_dataframe
 from atst_sed.timegrid import ATST_GRID
@@ -72,11 +73,8 @@ def synthetic_set(n_clips: int, seed: int = 0) -> tuple[pd.DataFrame, dict[str, 
             s[a:a + int(rng.integers(5, 60)), c] += rng.beta(1.5, 4)
         s = np.clip(np.apply_along_axis(lambda x: np.convolve(x, smooth, mode="same"), 0, s), 0, 1)
         scores[clip] = score_dataframe(s.astype(np.float32), classes, frame)
-    gt = pd.DataFrame(rows, columns=["filename", "onset", "offset", "event_label"])
     # one event per class and clip at a time, as the release's merged labels
-    gt = gt.sort_values(["filename", "event_label", "onset"]).reset_index(drop=True)
-    same = (gt["filename"] == gt["filename"].shift()) & (gt["event_label"] == gt["event_label"].shift())
-    gt = gt[~(same & (gt["onset"] <= gt["offset"].shift()))].reset_index(drop=True)
+    gt = merge_overlapping_events(pd.DataFrame(rows, columns=["filename", "onset", "offset", "event_label"]))
     return gt, durations, scores, classes
 
 

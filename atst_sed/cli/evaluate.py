@@ -11,7 +11,9 @@ def register(subparsers) -> None:
         "evaluate",
         help="PSDS1/PSDS2 (psds_eval, sed_scores_eval) and F1 (sed_eval) of predictions",
         description=(
-            "Score predictions against a DESED-format ground truth. PREDICTIONS is (a) a folder "
+            "Score predictions against a DESED-format ground truth (or Google's AudioSet-strong TSV: "
+            "segment_id start_time_seconds end_time_seconds label, MIDs as labels; score it with "
+            "--alpha-st 0 as the ATST papers do). PREDICTIONS is (a) a folder "
             "of predictions_th_<threshold>.tsv files (DCASE 2022 operating points: PSDS with "
             "psds_eval + F1), (b) a folder of sed_scores_eval score files <clip>.tsv (also "
             "threshold-free PSDS with sed_scores_eval), or (c) one event table (F1 only): a TSV, "
