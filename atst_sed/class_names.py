@@ -121,7 +121,8 @@ def class_indices(selection: Sequence[str], classes: Sequence[str], names: Mappi
 
             close = difflib.get_close_matches(key, list(by_key), n=3, cutoff=0.6)
             hint = f"; did you mean {', '.join(repr(_original(c, classes, names)) for c in close)}?" if close else ""
-            raise AtstSedError(f"{what}: {item.strip()!r} is neither a class id nor a class name of the model{hint}")
+            raise AtstSedError(f"{what}: unknown class {item.strip()!r} (neither a class id nor a display name "
+                               f"of the model){hint}")
         chosen.add(by_key[key])
     if not chosen:
         raise AtstSedError(f"{what}: no class given")

@@ -58,7 +58,7 @@ def test_classes_are_chosen_by_id_or_name_in_model_order_even_with_commas_in_nam
     entries = split_selection(["dog,Gunshot, gunfire", "/m/09x0r"], CLASSES, NAMES)
     assert entries == ["dog", "Gunshot, gunfire", "/m/09x0r"]
     assert class_indices(entries, CLASSES, NAMES) == [0, 1, 2]
-    with pytest.raises(AtstSedError, match="'Gunshot' is neither .* did you mean 'Gunshot, gunfire'"):
+    with pytest.raises(AtstSedError, match="unknown class 'Gunshot' .* did you mean 'Gunshot, gunfire'"):
         class_indices(["Gunshot"], CLASSES, NAMES)
 
 

@@ -100,7 +100,7 @@ def test_an_unknown_class_is_one_line_with_close_matches_and_exit_2(tmp_path, ca
     rc, _, _ = _detect(tmp_path, "--classes", "Dgo")
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and err.startswith("atst-sed detect: ")
-    assert "--classes: 'Dgo' is neither a class id nor a class name" in err and "did you mean 'Dog'" in err
+    assert "--classes: unknown class 'Dgo'" in err and "did you mean 'Dog'" in err
 
 
 def test_top_k_per_frame_lets_at_most_k_classes_be_active_in_any_frame(tmp_path):
