@@ -43,19 +43,28 @@ class Model:
         return list(self.detector.classes)
 
     @property
+    def display_names(self) -> dict[str, str]:
+        """Class id → readable name (AudioSet MIDs → ontology names; DESED ids are their own names)."""
+        return dict(self.detector.display_names)
+
+    @property
     def spec(self) -> ModelSpec:
         """The model's contract: family, frame grid (40 ms ATST, 64 ms ATST-SED), window, decoding …"""
         return self.detector.spec
 
-    def detect(self, audio: AudioPath | Iterable[AudioPath]) -> pd.DataFrame:
+    def detect(self, audio: AudioPath | Iterable[AudioPath], label_format: str = "name") -> pd.DataFrame:
         """Events of one audio file or of several (any format, rate and channel count).
+
+        Args:
+            label_format: ``name`` (display names, as ``atst-sed detect`` writes its CSV) or ``mid``
+                (class ids, e.g. AudioSet MIDs, as ground truths and score files name classes).
 
         Returns:
             One row per event, as ``atst-sed detect`` writes its CSV: ``filename`` (the file name
             without folders), ``onset`` and ``offset`` (seconds), ``event_label``, ``score`` (the
-            event's mean probability), sorted by filename, onset and label.
+            event's mean probability), sorted by filename, onset and class.
         """
-        return self.detector.detect(audio)
+        return self.detector.detect(audio, label_format)
 
     def scores(self, audio: AudioPath, filtered: bool = False) -> pd.DataFrame:
         """Frame probabilities of one audio file: one row per frame of the model's grid with its
@@ -86,6 +95,10 @@ def load_model(
     hop_seconds: float = DEFAULT_HOP_SECONDS,
     batch_size: int | None = None,
     precision: str = "auto",
+    labels: AudioPath | None = None,
+    classes: Sequence[str] | None = None,
+    top_k: int | None = None,
+    top_k_per: str = "frame",
 ) -> Model:
     """A SED model from a published model's name (``atst-sed:stage2``, ``atst-frame:audioset-strong``
     …; ``atst-sed models`` lists them — downloaded once into the cache), a published SED file (the
@@ -102,6 +115,11 @@ def load_model(
         hop_seconds: hop between the windows of a long recording.
         batch_size: windows per forward pass (default 4 on CPU, 32 on GPU).
         precision: ``auto`` (bf16 on GPU, fp32 on CPU), ``fp32`` or ``bf16``.
+        labels: a label file: class ids in output order (optionally TAB display name) or an AudioSet
+            ``ontology.json`` (names only); see :mod:`atst_sed.class_names`.
+        classes: keep only these classes (ids or display names, e.g. ``["Dog", "/m/09x0r"]``).
+        top_k: for browsing: at most ``top_k`` active classes per frame (``top_k_per="frame"``) or
+            the ``top_k`` highest-scoring events per file (``"event"``).
 
     Raises:
         AtstSedError: an unknown name, an unusable file, or settings that do not fit the model
@@ -111,7 +129,8 @@ def load_model(
         source = Path(source)
     return Model(Detector.from_checkpoint(
         source, device=device, batch_size=batch_size, hop_seconds=hop_seconds, thresholds=thresholds,
-        median_filter=median_filter, precision=precision, role=role, short_clips=short_clips,
+        median_filter=median_filter, precision=precision, role=role, short_clips=short_clips, labels=labels,
+        classes=classes, top_k=top_k, top_k_per=top_k_per,
     ))
 
 

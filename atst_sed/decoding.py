@@ -144,9 +144,9 @@ class Decoding:
         that :meth:`events` thresholds, so ``filtered(p) > threshold`` gives its events exactly."""
         return median_filter(np.asarray(probs, dtype=np.float32), self.median_filter)
 
-    def events(self, probs: np.ndarray, filename: str = "", *, grid: FrameGrid) -> pd.DataFrame:
+    def events(self, probs: np.ndarray, filename: str = "", *, grid: FrameGrid, top_k: int | None = None) -> pd.DataFrame:
         """:func:`decode_events` of ``probs`` (T, C) with these settings."""
-        return decode_events(probs, self.classes, self.thresholds, self.median_filter, filename, grid=grid)
+        return decode_events(probs, self.classes, self.thresholds, self.median_filter, filename, grid=grid, top_k=top_k)
 
 
 # ------------------------------------------------------------------------------------ one clip
@@ -229,19 +229,25 @@ def decode_events(
     offset_seconds: float = 0.0,
     *,
     grid: FrameGrid,
+    top_k: int | None = None,
 ) -> pd.DataFrame:
     """Frame probabilities (T, C) → events ``[filename, onset, offset, event_label, score]``.
 
     Scores are median-filtered per class, then an event is a maximal run of frames with filtered
-    score ``> threshold`` (strictly, as the DCASE baselines). ``score`` is the mean *unfiltered*
-    probability over the event's frames. Onsets/offsets in seconds on ``grid``, plus
-    ``offset_seconds``. Sorted by onset, then label.
+    score ``> threshold`` (strictly, as the DCASE baselines). ``top_k``: in each frame only the
+    ``top_k`` classes with the highest filtered scores may be active (ties: the lower class index).
+    ``score`` is the mean *unfiltered* probability over the event's frames. Onsets/offsets in seconds
+    on ``grid``, plus ``offset_seconds``. Sorted by onset, then label.
     """
     probs = np.asarray(probs, dtype=np.float32)
     if probs.ndim != 2 or probs.shape[1] != len(classes):
         raise ValueError(f"probs must be (T, {len(classes)}), got shape {probs.shape}")
     th = np.asarray(per_class(thresholds, len(classes), "thresholds")).astype(np.float32)
-    binary = median_filter(probs, median_sizes) > th[None, :]
+    filtered = median_filter(probs, median_sizes)
+    binary = filtered > th[None, :]
+    if top_k is not None and top_k < len(classes):
+        rank = np.argsort(np.argsort(-filtered, axis=1, kind="stable"), axis=1, kind="stable")
+        binary &= rank < top_k
     events = frames_to_events(binary, list(classes), filename, offset_seconds=offset_seconds, scores=probs, grid=grid)
     events = events.reindex(columns=list(SCORED_EVENT_COLUMNS))
     return events.sort_values(["onset", "event_label"], kind="stable").reset_index(drop=True)

@@ -48,6 +48,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 EVENT_COLUMNS = ("filename", "onset", "offset", "event_label")
+#: The header of Google's AudioSet-strong release (``audioset_eval_strong.tsv``: ``segment_id
+#: start_time_seconds end_time_seconds label``, labels are MIDs) → ours; read as a strong TSV.
+AUDIOSET_STRONG_COLUMNS = {"segment_id": "filename", "start_time_seconds": "onset",
+                           "end_time_seconds": "offset", "label": "event_label"}
 #: Detections: the event columns and the event's mean probability.
 SCORED_EVENT_COLUMNS = (*EVENT_COLUMNS, "score")
 #: Offsets up to this far past the clip's duration are clipped (with a warning), beyond it rejected.
@@ -119,6 +123,8 @@ def _read_table(path: PathType, required: Sequence[str], sep: str = "\t") -> pd.
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise InputError(path, f"not a readable {kind} table ({err})") from None
     table.columns = [str(c).strip() for c in table.columns]
+    if not set(required) & set(table.columns) and set(AUDIOSET_STRONG_COLUMNS) <= set(table.columns):
+        table = table.rename(columns=AUDIOSET_STRONG_COLUMNS)
     missing = [c for c in required if c not in table.columns]
     if missing:
         found = ", ".join(table.columns) or "nothing"
@@ -151,7 +157,9 @@ def read_strong_tsv(
 ) -> pd.DataFrame:
     """Read a strong-label (or detection) TSV: ``filename onset offset event_label`` in seconds.
 
-    Columns may come in any order; others (``index``, ``score``, ...) are ignored. A row with an
+    Columns may come in any order; others (``index``, ``score``, ...) are ignored. The header of
+    Google's AudioSet-strong release (``segment_id start_time_seconds end_time_seconds label``) is
+    read as these four columns (:data:`AUDIOSET_STRONG_COLUMNS`). A row with an
     empty onset, offset and label is a clip without events and is kept as one NaN row. By default
     the events come back exactly as written (what evaluators score); the two options below
     adapt them to a clip's frame grid, for training labels.

@@ -26,7 +26,6 @@ indexes classes by line order. So the label file is read as it is, line by line.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlparse
 
+from atst_sed.class_names import audioset_strong_table, name_map, read_label_list, read_ontology_names
 from atst_sed.errors import AtstSedError, InputError
 from atst_sed.fileio import atomic_path, atomic_write_text
 from atst_sed.labels import DESED_CLASSES
@@ -119,8 +119,11 @@ REGISTRY: dict[str, PublishedModel] = {m.name: m for m in (
         checkpoint=RemoteFile(_drive("1RWjnEnkDb-7fmNlqIcM-MovTnddOzLsh"), "atst_frame_audioset_strong.ckpt"),
         source="audiossl issue #12 (2024-07-04); label list attached to audiossl PR #13 (2024-07-30)",
         n_classes=407, labels=_AS_STRONG_LABELS, ontology=_ONTOLOGY,
-        notes="407 AudioSet-strong classes, ids in the label file's line order; one threshold (0.5) for "
-              "every class (no per-class thresholds are published); clip probability = max over frames",
+        # the official test path: 0.5 for every class (no per-class thresholds are published, neither in
+        # the files nor in the paper) and a 7-frame (280 ms) median filter (audiossl MedianPool2d(7))
+        decoding={"thresholds": 0.5, "median_filter": 7},
+        notes="407 AudioSet-strong classes, MIDs in the label file's line order, named by the AudioSet "
+              "ontology; one threshold (0.5) for every class; clip probability = max over frames",
     ),
     PublishedModel(
         name="atst-frame:as2m", family="ATST-Frame", kind="encoder",
@@ -256,33 +259,29 @@ def fetch(name: str, downloader: Downloader | None = None, progress: bool = Fals
     return fetch_file(model, model.checkpoint, downloader, progress)
 
 
-def read_label_list(path: str | os.PathLike[str], n_classes: int | None = None) -> list[str]:
-    """Class ids in output order: one per line, in the file's order (empty lines skipped)."""
-    path = Path(path)
-    try:
-        ids = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, UnicodeDecodeError) as err:
-        raise InputError(path, f"cannot read the label list ({err})") from None
-    if len(set(ids)) != len(ids):
-        raise InputError(path, "the label list repeats a class id")
-    if n_classes is not None and len(ids) != n_classes:
-        raise InputError(path, f"the label list has {len(ids)} classes, the model {n_classes}")
+def class_ids(name: str, downloader: Downloader | None = None) -> list[str]:
+    """The output classes of a published SED model, in order: fixed by its family (DESED), or the
+    line order of its label file (fetched once into the cache, like the checkpoint)."""
+    model = published_model(name)
+    if model.classes is not None or model.labels is None:
+        return list(model.classes or ())
+    ids = read_label_list(fetch_file(model, model.labels, downloader), model.n_classes)
+    shipped, _ = audioset_strong_table()
+    if model.ontology is not None and set(ids) == set(shipped) and tuple(ids) != shipped:
+        log.warning("%s: the class order of %s differs from the one atst-sed ships (audiossl PR #13, e584998); "
+                    "using the downloaded file's", name, model.labels.url)
     return ids
 
 
-def read_ontology_names(path: str | os.PathLike[str]) -> dict[str, str]:
-    """AudioSet ontology (``ontology.json``: a list of ``{"id", "name", ...}``) → id → display name."""
-    path = Path(path)
-    try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
-        return {str(e["id"]): str(e["name"]) for e in entries}
-    except (OSError, ValueError, TypeError, KeyError) as err:
-        raise InputError(path, f"not an AudioSet ontology file ({err})") from None
-
-
-def display_names(name: str, downloader: Downloader | None = None) -> dict[str, str]:
-    """Class id → readable name for a published model (the ontology's names; DESED ids are names)."""
+def display_names(name: str, classes: list[str] | None = None, downloader: Downloader | None = None) -> dict[str, str]:
+    """Class id → readable name for a published model's ``classes`` (default: its own). AudioSet MIDs
+    are named by the table atst-sed ships (the ontology's names); the ontology itself is fetched into
+    the cache only for MIDs that table lacks. DESED ids are their own names."""
     model = published_model(name)
+    classes = class_ids(name, downloader) if classes is None else classes
     if model.ontology is None:
-        return {c: c for c in model.classes or ()}
-    return read_ontology_names(fetch_file(model, model.ontology, downloader))
+        return name_map(classes)
+    _, shipped = audioset_strong_table()
+    if all(c in shipped for c in classes):
+        return name_map(classes, shipped)
+    return name_map(classes, shipped, read_ontology_names(fetch_file(model, model.ontology, downloader)))

@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("atst_sed.audio",),
     ("atst_sed.timegrid",),
     ("atst_sed.frontend",),
-    ("atst_sed.labels", "atst_sed.events", "atst_sed.score_files"),
+    ("atst_sed.labels", "atst_sed.class_names", "atst_sed.events", "atst_sed.score_files"),
     ("atst_sed.decoding",),
     ("atst_sed.hub",),  # named published models: registry and download cache (files only; models/ loads them)
     ("atst_sed.models",),

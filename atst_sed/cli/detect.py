@@ -13,6 +13,8 @@ examples:
   atst-sed detect recordings/ 'more/*.flac' --checkpoint best.ckpt -o events.csv --scores-dir scores/ --plot plots/
   atst-sed detect a.wav --checkpoint best.ckpt --thresholds Speech=0.4,Dog=0.6 --median-filter 5
   atst-sed detect long.wav --checkpoint best.ckpt -o long.csv --plot plots/ --plot-format both --plot-classes 12
+  atst-sed detect rec.wav --checkpoint atst-frame:audioset-strong --plot plots/           # 407 everyday sounds
+  atst-sed detect rec.wav --checkpoint atst-frame:audioset-strong --classes 'Dog,Speech,Gunshot, gunfire' --top-k 3
 
 --checkpoint takes a checkpoint of atst-sed train, a published SED file (audiossl DESED fine-tuned
 ATST-Frame / ATST-Clip / C2F, the AudioSet-strong ATST-Frame, ATST-SED stage 1 / 2; the layout is
@@ -21,16 +23,18 @@ into the cache). Times follow the model's own frame grid: 40 ms for ATST-Frame /
 ATST-SED.
 
 The CSV has columns filename,onset,offset,event_label,score (seconds, 3 decimals; score = the
-event's mean probability); 'atst-sed evaluate --predictions events.csv' scores it (event and
-segment F1; file names are matched to the ground truth by clip id). Files that cannot be used are
-reported on stderr, one line each; the others are still processed and the exit code is 1.
+event's mean probability; event_label = the class's display name, e.g. 'Dog' for the AudioSet MID
+/m/0bt9lr, or the id with --label-format mid); 'atst-sed evaluate --predictions events.csv' scores
+it (event and segment F1; file names are matched to the ground truth by clip id; evaluate against
+MID ground truths with --label-format mid). Files that cannot be used are reported on stderr, one
+line each; the others are still processed and the exit code is 1.
 
 --scores-dir writes the post-processed scores: median-filtered as the events were (the CSV is these
 scores thresholded), which is what 'atst-sed evaluate' and a DCASE 2023 submission score;
 --raw-scores-dir writes the model's scores before the median filter (DCASE 2023's optional
 "unprocessed" outputs). One sed_scores_eval TSV per file: onset offset <class>... (seconds, on the
-model's frame grid). The last
-line on stderr sums up what was written where, e.g.
+model's frame grid; classes always named by id). The last line on stderr sums up what was written
+where, e.g.
   atst-sed detect: 12 files, 57 events → events.csv (3.2 s)
 """
 
@@ -60,8 +64,8 @@ def register(subparsers) -> None:
                    help="png (default), html (one self-contained interactive page per file: zoom, pan, "
                         "hover; no network needed) or both")
     p.add_argument("--plot-classes", type=int, default=None, metavar="N",
-                   help="at most N classes per picture: those with events first, then the highest "
-                        "peak scores (default 10)")
+                   help="at most N classes per picture (default 10): every class of a model with at most N, "
+                        "else only those with events (by peak score); none fired: the N highest peaks")
     p.add_argument("--thresholds", metavar="T|CLASS=T,...", help="decision threshold(s); default: from the checkpoint")
     p.add_argument("--median-filter", metavar="N|CLASS=N,...", help="median filter size(s) in the model's frames (40 ms for ATST-Frame / ATST-Clip, 64 ms for ATST-SED); default: from the checkpoint")
     p.add_argument("--hop", type=float, default=5.0, metavar="SECONDS", help="window hop in seconds (default 5: every frame is scored by two overlapping 10 s windows; "
@@ -76,6 +80,19 @@ def register(subparsers) -> None:
              "scored as audio (the official test path; default for published files), mask = scored alone on its "
              "own frames (default for models trained here)",
     )
+    p.add_argument("--labels", metavar="FILE", dest="label_file",
+                   help="class ids in output order, one per line, optionally TAB display name (e.g. audiossl's "
+                        "common_labels.txt for an AudioSet-strong file), or an AudioSet ontology.json (names only)")
+    p.add_argument("--label-format", choices=("name", "mid"), default="name",
+                   help="event_label in the CSV and the pictures: display names (default, e.g. 'Speech') or class "
+                        "ids (e.g. AudioSet MIDs '/m/09x0r'); score files always use the ids")
+    p.add_argument("--classes", action="append", metavar="C1,C2,...",
+                   help="keep only these classes in every output, each by id or display name (case-insensitive; "
+                        "repeatable)")
+    p.add_argument("--top-k", type=int, default=None, metavar="K",
+                   help="for browsing: at most K active classes per frame (--top-k-per frame, the default) or the K "
+                        "highest-scoring events per file (--top-k-per event); score files are not cut")
+    p.add_argument("--top-k-per", choices=("frame", "event"), default="frame", help="what --top-k counts (default frame)")
     p.add_argument(
         "--precision", default="auto", choices=("auto", "fp32", "bf16"),
         help="auto (default): bf16 autocast where the hardware multiplies bf16 natively (CUDA GPUs with "
@@ -132,6 +149,11 @@ def run(args: argparse.Namespace) -> int:
             variant=args.variant,
             role=args.role,
             short_clips=args.short_clips,
+            labels=args.label_file,
+            label_format=args.label_format,
+            classes=args.classes,
+            top_k=args.top_k,
+            top_k_per=args.top_k_per,
             on_message=lambda line: print(f"atst-sed detect: {line}", file=stderr),
             on_progress=progress.update,
         )

@@ -28,7 +28,9 @@ def register(subparsers) -> None:
         "evaluate",
         help="PSDS1/PSDS2 (psds_eval, sed_scores_eval) and F1 (sed_eval) of predictions",
         description=(
-            "Score predictions against a DESED-format ground truth. PREDICTIONS is (a) a folder "
+            "Score predictions against a DESED-format ground truth (or Google's AudioSet-strong TSV: "
+            "segment_id start_time_seconds end_time_seconds label, MIDs as labels; score it with "
+            "--alpha-st 0 as the ATST papers do). PREDICTIONS is (a) a folder "
             "of predictions_th_<threshold>.tsv files (DCASE 2022 operating points: PSDS with "
             "psds_eval + F1), (b) a folder of sed_scores_eval score files <clip>.tsv (also "
             "threshold-free PSDS with sed_scores_eval), or (c) one event table (F1 only): a TSV, "
@@ -58,6 +60,9 @@ def register(subparsers) -> None:
     p.add_argument("--exclude-missing", action="store_true",
                    help="leave ground-truth clips without any prediction out of the evaluation "
                         "(default for op. points / event TSVs: they count as nothing detected)")
+    p.add_argument("--alpha-st", type=float, default=None, metavar="A",
+                   help="α_st of both PSDS scenarios (weight of the across-class TPR spread; default 1 as in "
+                        "DCASE; 0 scores AudioSet-strong as the ATST papers do)")
     add_jobs(p)
     p.set_defaults(func=run)
 
@@ -91,11 +96,15 @@ def _table(result: dict, kind: str):
     summary.add_column("evaluator")
     if "psds1" in result:
         n = result.get("n_operating_points")
-        summary.add_row("PSDS1", fmt(result["psds1"]), f"psds_eval, {n} op. points")
-        summary.add_row("PSDS2", fmt(result["psds2"]), f"psds_eval, {n} op. points")
+        alpha = f", α_st {result['alpha_st']:g}"
+        summary.add_row("PSDS1", fmt(result["psds1"]), f"psds_eval, {n} op. points{alpha}")
+        summary.add_row("PSDS2", fmt(result["psds2"]), f"psds_eval, {n} op. points{alpha}")
     if "psds1_threshold_free" in result:
-        summary.add_row("PSDS1 threshold-free", fmt(result["psds1_threshold_free"]), "sed_scores_eval")
-        summary.add_row("PSDS2 threshold-free", fmt(result["psds2_threshold_free"]), "sed_scores_eval")
+        summary.add_row("PSDS1 threshold-free", fmt(result["psds1_threshold_free"]), f"sed_scores_eval{alpha}")
+        skipped = "psds2" in result.get("threshold_free_skipped", {})
+        summary.add_row("PSDS2 threshold-free", fmt(result["psds2_threshold_free"]),
+                        "not computed: cross-triggers of this many classes need too much memory" if skipped
+                        else f"sed_scores_eval{alpha}")
     at = f" @ {result['f1_threshold']:g}" if "f1_threshold" in result else ""
     for key, label, ev in (("event_f1", "event F1", "sed_eval, collar 0.2 s"),
                            ("segment_f1", "segment F1", "sed_eval, 1 s")):
@@ -133,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     with console.status("evaluating …"):
         result = evaluate_files(
             args.predictions, args.ground_truth, args.durations, _classes(args.classes), threshold=args.threshold,
-            exclude_missing=args.exclude_missing, n_jobs=args.jobs, plot_dir=args.plots,
+            exclude_missing=args.exclude_missing, n_jobs=args.jobs, plot_dir=args.plots, alpha_st=args.alpha_st,
         )
     kind = result["kind"]
     for table in _table(result, kind):

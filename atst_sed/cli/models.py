@@ -50,8 +50,8 @@ def run(args: argparse.Namespace) -> int:
         row = [model.name, model.family, model.kind, model.role or "–",
                str(model.n_classes) if model.n_classes else "–", _psds(model.reported),
                "yes" if is_cached(model.name) else "no"]
-        if args.paths:
-            row.append(f"{model.checkpoint.url} → {cached_path(model, model.checkpoint)}")
+        if args.paths:  # every file the model needs (AudioSet-strong: its label list and the ontology too)
+            row.append("\n".join(f"{f.url} → {cached_path(model, f)}" for f in model.files))
         table.add_row(*row)
     Console(width=None if sys.stdout.isatty() else 200).print(table)
     return 0

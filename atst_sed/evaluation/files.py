@@ -38,6 +38,7 @@ def evaluate_files(
     exclude_missing: bool = False,
     n_jobs: int | None = None,
     plot_dir: str | PathLike[str] | None = None,
+    alpha_st: float | None = None,
 ) -> dict[str, Any]:
     """Score ``predictions`` against a strong ``ground_truth`` TSV (``filename onset offset
     event_label``, seconds) with clip ``durations`` (TSV ``filename duration``).
@@ -52,6 +53,8 @@ def evaluate_files(
             as nothing detected).
         n_jobs: worker processes (default: CPUs).
         plot_dir: where to write PSD-ROC PNGs (folders of operating points or score files).
+        alpha_st: α_st of both PSDS scenarios (default DCASE's 1; AudioSet-strong as the ATST papers
+            score it: 0).
 
     Returns:
         The metrics as a JSON-ready dict: ``kind`` (``operating_points`` / ``scores`` / ``events``),
@@ -76,11 +79,11 @@ def evaluate_files(
             ops = load_operating_points(predictions, classes, durations_by_clip)
             clips = set().union(*(set(df["filename"]) for df in ops.values())) if exclude_missing else None
             result = evaluate_operating_points(ops, truth, durations_by_clip, classes, threshold=threshold,
-                                               clips=clips, n_jobs=n_jobs, plot_dir=plots)
+                                               clips=clips, n_jobs=n_jobs, plot_dir=plots, alpha_st=alpha_st)
         elif kind == "scores":
             scores, _ = load_scores(predictions, classes, durations_by_clip)
             result = evaluate_scores(scores, truth, durations_by_clip, classes, threshold=threshold,
-                                     n_jobs=n_jobs, plot_dir=plots)
+                                     n_jobs=n_jobs, plot_dir=plots, alpha_st=alpha_st)
         else:
             table = load_event_table(predictions, classes, durations_by_clip, "predictions")
             clips = set(table["filename"]) if exclude_missing else None

@@ -28,9 +28,12 @@ import pandas as pd
 from atst_sed.decoding import DCASE2022_THRESHOLDS, scores_to_operating_points
 from atst_sed.evaluation.f1 import _summary, intersection_f1, sed_eval_metrics
 from atst_sed.evaluation.psds import (
+    MAX_CROSS_TRIGGER_BYTES,
     SCENARIOS,
     PsdsResult,
+    cross_trigger_bytes,
     psds_from_operating_points,
+    scenarios,
     sed_scores_ground_truth,
     threshold_free_psds,
 )
@@ -109,6 +112,11 @@ class _Inputs:
 
 
 # -------------------------------------------------------------------------------------------- jobs
+def scenario_classes(scores: Mapping[str, pd.DataFrame]) -> list[str]:
+    """The class columns of score DataFrames."""
+    return [str(c) for c in next(iter(scores.values())).columns[2:]] if scores else []
+
+
 def _f1_job(predictions: pd.DataFrame, ground_truth: pd.DataFrame, durations: dict,
             classes: list[str]) -> dict:
     event, segment = sed_eval_metrics(predictions, ground_truth, classes)
@@ -160,18 +168,28 @@ def _evaluate(
     scored: Mapping[str, pd.DataFrame] | None,
     n_jobs: int | None,
     plot_dir: str | os.PathLike[str] | None,
+    alpha_st: float | None = None,
 ) -> dict:
     """Run the PSDS jobs (and threshold-free ones when ``scored``) and F1 in one process pool."""
+    settings = scenarios(alpha_st)
     n_tasks = 3 + (2 if scored is not None else 0)
     with _executor(n_jobs, n_tasks) as pool:
         # The slowest jobs first (the threshold-free ones when present), F1 last.
         jobs = {}
+        skipped: dict[str, str] = {}
         if scored is not None:
-            for name in SCENARIOS:
+            needed = cross_trigger_bytes(scored)
+            for name, scenario in settings.items():
+                if scenario.alpha_ct > 0 and needed > MAX_CROSS_TRIGGER_BYTES:
+                    # O(classes² × frames) memory in sed_scores_eval: hundreds of GB at AudioSet scale
+                    skipped[name] = (f"cross-triggers of {len(scenario_classes(scored))} classes would need about "
+                                     f"{needed / 1e9:.0f} GB in sed_scores_eval; the psds_eval value covers it")
+                    log.warning("threshold-free %s not computed: %s", name, skipped[name])
+                    continue
                 jobs[f"{name}_threshold_free"] = pool.submit(
-                    _threshold_free_job, scored, inputs.ground_truth, inputs.durations, name)
-        for name in SCENARIOS:
-            jobs[name] = pool.submit(_psds_job, ops, inputs.ground_truth, inputs.durations, name,
+                    _threshold_free_job, scored, inputs.ground_truth, inputs.durations, scenario)
+        for name, scenario in settings.items():
+            jobs[name] = pool.submit(_psds_job, ops, inputs.ground_truth, inputs.durations, scenario,
                                      inputs.classes)
         f1_job = pool.submit(_f1_job, f1_table, inputs.ground_truth, inputs.durations,
                              inputs.classes)
@@ -179,8 +197,12 @@ def _evaluate(
         f1 = f1_job.result()
     result: dict = {name: psds[name].value for name in SCENARIOS}
     result.update({name: r.value for name, r in psds.items() if name not in SCENARIOS})
+    if skipped:
+        result.update({f"{name}_threshold_free": None for name in skipped})
+        result["threshold_free_skipped"] = skipped
     result.update(f1)
     result["n_operating_points"] = len(ops)
+    result["alpha_st"] = settings["psds1"].alpha_st
     result["classes"] = inputs.classes
     result["evaluators"] = {
         "psds": "psds_eval", "event_f1": "sed_eval", "segment_f1": "sed_eval",
@@ -206,6 +228,7 @@ def evaluate_operating_points(
     clips: Iterable[str] | None = None,
     n_jobs: int | None = None,
     plot_dir: str | os.PathLike[str] | None = None,
+    alpha_st: float | None = None,
 ) -> dict:
     """PSDS1 and PSDS2 (psds_eval over the operating points) and F1 at the one nearest ``threshold``.
 
@@ -219,9 +242,10 @@ def evaluate_operating_points(
             without any predicted event then count as "nothing detected").
         n_jobs: processes (default: one per CPU); 1 runs everything in-process.
         plot_dir: when given, PSD-ROC PNGs are written there (paths under "plots").
+        alpha_st: replaces the scenarios' α_st (DCASE: 1; AudioSet-strong in the ATST papers: 0).
 
     Returns:
-        dict: psds1, psds2, f1_threshold, event_f1 / segment_f1 {micro, macro, class_wise},
+        dict: psds1, psds2, alpha_st, f1_threshold, event_f1 / segment_f1 {micro, macro, class_wise},
         intersection_f1 {macro, class_wise}, n_operating_points, n_clips_evaluated,
         n_clips_missing (ground-truth clips with no predicted event at any operating point, or
         left out by ``clips``), missing_clips (first 20), classes, evaluators.
@@ -232,7 +256,7 @@ def evaluate_operating_points(
     ops = {float(t): inputs.restrict(df, f"operating point {t:g}")
            for t, df in sorted(predictions.items())}
     f1_threshold = nearest_threshold(ops, threshold)
-    result = _evaluate(inputs, ops, ops[f1_threshold], None, n_jobs, plot_dir)
+    result = _evaluate(inputs, ops, ops[f1_threshold], None, n_jobs, plot_dir, alpha_st)
     predicted = set().union(*(set(df["filename"]) for df in ops.values()))
     missing = sorted(set(inputs.clips) - predicted) + inputs.missing
     result.update(f1_threshold=f1_threshold, n_clips_evaluated=len(inputs.clips),
@@ -251,12 +275,13 @@ def evaluate_scores(
     threshold: float = 0.5,
     n_jobs: int | None = None,
     plot_dir: str | os.PathLike[str] | None = None,
+    alpha_st: float | None = None,
 ) -> dict:
     """Everything from per-clip score DataFrames (sed_scores_eval format).
 
     PSDS1/PSDS2 threshold-free (sed_scores_eval) and from ``thresholds`` operating points
     (psds_eval; events = runs of frames with score > threshold, decoded by sed_scores_eval), F1
-    at exactly ``threshold``. Ground-truth clips without a score file are left out (counted in
+    at exactly ``threshold``; ``alpha_st`` as in :func:`evaluate_operating_points`. Ground-truth clips without a score file are left out (counted in
     n_clips_missing); score files of clips unknown to the ground truth are ignored (logged).
 
     Returns:
@@ -286,7 +311,7 @@ def evaluate_scores(
         warnings.simplefilter("ignore", FutureWarning)
         decoded = scores_to_operating_points(scored, sorted({*op_thresholds, float(threshold)}))
     ops = {t: decoded[t] for t in op_thresholds}
-    result = _evaluate(inputs, ops, decoded[float(threshold)], scored, n_jobs, plot_dir)
+    result = _evaluate(inputs, ops, decoded[float(threshold)], scored, n_jobs, plot_dir, alpha_st)
     result.update(f1_threshold=float(threshold), **inputs.counts(),
                   missing_clips_policy="excluded")
     return result

@@ -11,6 +11,7 @@ Inputs are already-checked tables whose ``filename`` column holds clip ids (see
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import warnings
 from collections.abc import Mapping, Sequence
@@ -20,10 +21,13 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "MAX_CROSS_TRIGGER_BYTES",
     "SCENARIOS",
     "PsdsResult",
     "PsdsScenario",
+    "cross_trigger_bytes",
     "psds_from_operating_points",
+    "scenarios",
     "sed_scores_ground_truth",
     "threshold_free_psds",
 ]
@@ -33,7 +37,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PsdsScenario:
-    """PSDS parameters (criteria as fractions, max_efpr in false positives per hour)."""
+    """PSDS parameters (criteria as fractions, max_efpr in false positives per hour); ``name``
+    labels the results (``psds1``, ``psds2``, or ``custom``)."""
 
     dtc: float
     gtc: float
@@ -41,13 +46,26 @@ class PsdsScenario:
     alpha_ct: float
     alpha_st: float
     max_efpr: float = 100.0
+    name: str = "custom"
 
 
 #: DCASE 2022 Task 4 scenarios (DESED_task ``sed_trainer.py`` test step).
 SCENARIOS: dict[str, PsdsScenario] = {
-    "psds1": PsdsScenario(dtc=0.7, gtc=0.7, cttc=0.3, alpha_ct=0.0, alpha_st=1.0),
-    "psds2": PsdsScenario(dtc=0.1, gtc=0.1, cttc=0.3, alpha_ct=0.5, alpha_st=1.0),
+    "psds1": PsdsScenario(dtc=0.7, gtc=0.7, cttc=0.3, alpha_ct=0.0, alpha_st=1.0, name="psds1"),
+    "psds2": PsdsScenario(dtc=0.1, gtc=0.1, cttc=0.3, alpha_ct=0.5, alpha_st=1.0, name="psds2"),
 }
+
+
+def scenarios(alpha_st: float | None = None) -> dict[str, PsdsScenario]:
+    """The two DCASE scenarios, with ``alpha_st`` (the weight of the across-class standard deviation
+    of the TPR) replaced when given: the ATST papers score AudioSet-strong with ``alpha_st = 0``
+    (audiossl ``train_as_strong.py``), because with 400+ classes, many with few events, the
+    spread term would dominate."""
+    if alpha_st is None:
+        return dict(SCENARIOS)
+    if not 0.0 <= float(alpha_st):
+        raise ValueError(f"alpha_st must be >= 0, got {alpha_st}")
+    return {name: dataclasses.replace(sc, alpha_st=float(alpha_st)) for name, sc in SCENARIOS.items()}
 
 
 @dataclass
@@ -78,7 +96,7 @@ class PsdsResult:
 
 def _scenario(scenario: str | PsdsScenario) -> tuple[str, PsdsScenario]:
     if isinstance(scenario, PsdsScenario):
-        return "custom", scenario
+        return scenario.name, scenario
     if scenario not in SCENARIOS:
         raise ValueError(f"scenario must be one of {sorted(SCENARIOS)}, got {scenario!r}")
     return scenario, SCENARIOS[scenario]
@@ -99,16 +117,69 @@ def durations_frame(durations: Mapping[str, float]) -> pd.DataFrame:
     return pd.DataFrame({"filename": list(durations), "duration": [float(v) for v in durations.values()]})
 
 
+def _fast_psds_eval_class():
+    """:class:`psds_eval.PSDSEval` with two of its per-class Python loops done with array operations,
+    giving the same numbers (``tests/evaluation/test_audioset_strong_evaluation.py`` compares them
+    with the unmodified library). At 407 AudioSet-strong classes these loops are almost all of the
+    time: ``_confusion_matrix_and_rates`` looks up classes² pandas entries one by one per operating
+    point, and ``psd_roc_curves`` builds classes² cross-trigger ROC curves that ``psds()`` never
+    reads. Everything else — the DTC/GTC/CTTC criteria, the step curves of the PSD-ROC, the area —
+    is the library's own code."""
+    from psds_eval import PSDSEval
+    from psds_eval.psds import PSDROC, WORLD
+
+    class FastPSDSEval(PSDSEval):
+        def _confusion_matrix_and_rates(self, tp, ct):
+            # PSDSEval's loop, per (detected class i, ground-truth class j), as one table lookup
+            n_real = len(self.class_names) - 1
+            names = sorted(set(self.class_names).difference([WORLD]))
+            columns = [*names, WORLD]
+            counts = np.zeros([len(self.class_names), len(self.class_names)])
+            n_cls_gt = self._get_dataset_counts()
+            gt_dur, dataset_dur = self._get_dataset_duration()
+            tp_count = tp["event_label_gt"].value_counts().reindex(names, fill_value=0).to_numpy(np.float64)
+            counts[np.arange(n_real), np.arange(n_real)] = tp_count
+            tp_ratio = np.empty(n_real)
+            has_gt = np.array([c in n_cls_gt for c in names], dtype=bool)
+            tp_ratio[has_gt] = tp_count[has_gt] / n_cls_gt.reindex(np.asarray(names)[has_gt]).to_numpy(np.float64)
+            ct_tmp = ct.groupby(["event_label_det", "event_label_gt"]).filename.count()
+            if len(ct_tmp):
+                table = ct_tmp.unstack().reindex(index=names, columns=columns).to_numpy(np.float64)
+                present = ~np.isnan(table)
+                counts[:n_real][present] = table[present]  # entries the loop finds; the others keep their value
+            fp_rate = counts[:n_real, n_real] * self.nseconds / dataset_dur
+            ct_rate = counts[:n_real, :n_real] * self.nseconds / gt_dur.reindex(names).to_numpy(np.float64)[None, :]
+            ct_rate[np.arange(n_real), np.arange(n_real)] = np.nan
+            return counts, tp_ratio, fp_rate, ct_rate
+
+        def psd_roc_curves(self, alpha_ct, linear_interp=False):
+            # only the TPR-vs-eFPR curves, which psds() reads (the library's loop, without the others)
+            pcr = self._effective_fp_rate(alpha_ct)
+            n_classes = len(self.class_names) - 1
+            efpr_points = np.unique(np.sort(pcr.effective_fp_rate.flatten()))
+            tpr_v_efpr = np.full((n_classes, efpr_points.size), np.nan)
+            curve = self.perform_interp if linear_interp else self.step_curve
+            for c in range(n_classes):
+                tpr_v_efpr[c] = curve(efpr_points, pcr.effective_fp_rate[c], pcr.tp_ratio[c])
+            efpr = PSDROC(yp=tpr_v_efpr, xp=efpr_points, mean=np.nanmean(tpr_v_efpr, axis=0),
+                          std=np.nanstd(tpr_v_efpr, axis=0))
+            return None, None, efpr
+
+    return FastPSDSEval
+
+
 def make_psds_eval(
     ground_truth: pd.DataFrame, durations: Mapping[str, float], dtc: float, gtc: float,
     cttc: float, classes: Sequence[str] | None = None,
 ):
-    """A ``psds_eval.PSDSEval`` with the ground truth set (durations in seconds, rates per hour).
+    """A ``psds_eval.PSDSEval`` (with array operations where the library loops over classes, same
+    numbers: :func:`_fast_psds_eval_class`) with the ground truth set (durations in seconds, rates
+    per hour).
 
     The class list is the ground truth's (psds_eval cannot score classes without ground truth;
     ``classes`` is accepted for symmetry and not passed on).
     """
-    from psds_eval import PSDSEval
+    PSDSEval = _fast_psds_eval_class()
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
@@ -233,6 +304,22 @@ def sed_scores_ground_truth(
     return ground, joined
 
 
+#: sed_scores_eval keeps, for every class, a cross-trigger count with every other class at every
+#: change point of its scores (about one per frame): 8 bytes × C × (C − 1) × frames. Above this the
+#: threshold-free PSDS of a scenario with cross-triggers (α_ct > 0) is not computed.
+MAX_CROSS_TRIGGER_BYTES = 4e9
+
+
+def cross_trigger_bytes(scores: Mapping[str, pd.DataFrame]) -> float:
+    """Memory sed_scores_eval needs for the cross-trigger statistics of ``scores`` (bytes, estimate:
+    one change point per frame and class — continuous model outputs — for every class pair)."""
+    if not scores:
+        return 0.0
+    n_classes = len(next(iter(scores.values())).columns) - 2
+    frames = sum(len(df) for df in scores.values())
+    return 8.0 * n_classes * max(n_classes - 1, 0) * frames
+
+
 def threshold_free_psds(
     scores: Mapping[str, pd.DataFrame],
     ground_truth: pd.DataFrame,
@@ -268,8 +355,8 @@ def threshold_free_psds(
     classes = [c for c in first.columns[2:] if c in present]
     dropped = [c for c in first.columns[2:] if c not in present]
     if dropped:
-        log.warning("threshold-free PSDS: class(es) without ground-truth events left out: %s",
-                    ", ".join(dropped))
+        log.warning("threshold-free PSDS: %d class(es) without ground-truth events left out: %s%s", len(dropped),
+                    ", ".join(dropped[:10]), " …" if len(dropped) > 10 else "")
     if not classes:
         raise ValueError("no class has a ground-truth event among the scored clips")
     if sc.alpha_ct > 0 and len(classes) < 2:

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from atst_sed.audio import is_audio_file, load_audio, unusable_path_reason
+from atst_sed.class_names import check_label_format
 from atst_sed.errors import AtstSedError, InputError
 from atst_sed.events import SCORED_EVENT_COLUMNS, write_events_csv
 from atst_sed.fileio import check_output_folder, resolve_output
@@ -146,6 +147,11 @@ def detect_inputs(
     variant: str | None = None,
     role: str | None = None,
     short_clips: str | None = None,
+    labels: str | None = None,
+    label_format: str = "name",
+    classes: Sequence[str] | None = None,
+    top_k: int | None = None,
+    top_k_per: str = "frame",
     on_message: Callable[[str], None] | None = None,
     on_progress: Callable[[int, int, str], None] | None = None,
 ) -> DetectionReport:
@@ -165,7 +171,12 @@ def detect_inputs(
     ``plot_dir`` gets, per file, PNG page(s) and/or an interactive HTML view (``plot_format``
     ``png`` (default), ``html`` or ``both``) showing at most ``plot_classes`` classes (default
     ``DEFAULT_PLOT_CLASSES``); both options need ``plot_dir``. ``checkpoint``, ``variant``,
-    ``role`` and ``short_clips`` are those of :meth:`Detector.from_checkpoint`.
+    ``role``, ``short_clips``, ``labels``, ``classes``, ``top_k`` and ``top_k_per`` are those of
+    :meth:`Detector.from_checkpoint`.
+
+    The CSV's ``event_label`` and the pictures use display names (``label_format="name"``, e.g.
+    ``Speech``) or class ids (``"mid"``, e.g. ``/m/09x0r``); score files always use class ids, as
+    ``atst-sed evaluate`` and sed_scores_eval expect.
     """
     from atst_sed.inference.detector import Detector
 
@@ -187,14 +198,17 @@ def detect_inputs(
         raise AtstSedError(f"--plot-format must be one of {', '.join(PLOT_FORMATS)}, not {plot_format!r}")
     if plot_classes < 1:
         raise AtstSedError("--plot-classes must be at least 1")
+    check_label_format(label_format)
     try:
         detector = Detector.from_checkpoint(
             checkpoint, device=device, batch_size=batch_size, hop_seconds=hop, thresholds=thresholds, median_filter=median_filter,
-            precision=precision, variant=variant, role=role, short_clips=short_clips,
+            precision=precision, variant=variant, role=role, short_clips=short_clips, labels=labels, classes=classes,
+            top_k=top_k, top_k_per=top_k_per,
         )
     except ValueError as err:
         raise AtstSedError(str(err)) from None
     report = DetectionReport()
+    shown_names = [detector.display_names[c] for c in detector.classes] if label_format == "name" else detector.classes
 
     def note(line: str, problem: bool = True) -> None:
         (report.problems if problem else report.warnings).append(line)
@@ -233,6 +247,8 @@ def detect_inputs(
             try:
                 found = detector.events(scores, f.name)
                 clip = score_file_id(f.name)
+                if label_format == "name":
+                    found = detector.readable(found)
                 if scores_dir:
                     write_score_files(scores_dir, {clip: detector.decoding.filtered(scores.probs)}, detector.classes,
                                       scores.frame_seconds)
@@ -240,7 +256,7 @@ def detect_inputs(
                     write_score_files(raw_scores_dir, {clip: scores.probs}, detector.classes, scores.frame_seconds)
                 if plot_dir:
                     write_pictures(Path(plot_dir) / score_file_id(f.name), plot_format, audio, scores, found,
-                                   detector.classes, detector.thresholds, plot_classes, detector.spec.frontend)
+                                   shown_names, detector.thresholds, plot_classes, detector.spec.frontend)
                 events.append(found)
             except (AtstSedError, OSError) as err:
                 failed(f, err)

@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from atst_sed.audio import load_audio
+from atst_sed.class_names import audioset_strong_table, check_label_format, name_map, read_label_file, class_indices, split_selection
 from atst_sed.decoding import Decoding
 from atst_sed.errors import AtstSedError, InputError
 from atst_sed.events import SCORED_EVENT_COLUMNS
@@ -26,6 +27,9 @@ from atst_sed.models.checkpoint import AnySEDModel
 from atst_sed.models.spec import check_short_clips
 
 log = logging.getLogger(__name__)
+
+#: What ``top_k`` counts: the classes active in one frame, or the events of one file.
+TOP_K_PER: tuple[str, ...] = ("frame", "event")
 
 
 @dataclass
@@ -89,6 +93,18 @@ def default_batch_size(device: torch.device) -> int:
     return DEFAULT_BATCH_SIZES.get(device.type, DEFAULT_BATCH_SIZES["cpu"])
 
 
+def _check_count(labels: str | PathLike[str] | None, ids: Sequence[str], n_classes: int | None) -> None:
+    if n_classes is not None and len(ids) != n_classes:
+        raise InputError(labels, f"the label file has {len(ids)} classes, the model {n_classes}")
+
+
+def _keys_by_id(values, classes: Sequence[str], names: Mapping[str, str], what: str):
+    """A ``{class: value}`` setting with classes given by id or display name → keyed by id."""
+    if not isinstance(values, Mapping):
+        return values
+    return {classes[class_indices([key], classes, names, what)[0]]: value for key, value in values.items()}
+
+
 class Detector:
     """Sliding-window SED inference with a model's own contract: windows of its input length
     (hop ``hop_seconds``), overlap-add on its frame grid, decoding.
@@ -104,6 +120,13 @@ class Detector:
     its own frames) or ``pad`` (zero-padded to the window, the padding scored as audio, as the
     official test paths do); default: the model's own (``spec.short_clips``: ``pad`` for the
     published files, ``mask`` for models trained here).
+
+    For models with many classes (the 407 of AudioSet-strong): ``display_names`` maps class ids to
+    readable names (:mod:`atst_sed.class_names`; default: the ids); ``keep`` (output indices) keeps
+    only those classes in everything this detector gives (scores, events); ``top_k`` with
+    ``top_k_per`` ``frame`` lets only the ``top_k`` classes with the highest (median-filtered) scores
+    of each frame be active, with ``event`` keeps the ``top_k`` events with the highest scores of
+    each file — for browsing; score files are never cut by ``top_k``.
     """
 
     def __init__(
@@ -115,16 +138,33 @@ class Detector:
         hop_seconds: float = DEFAULT_HOP_SECONDS,
         precision: str = "auto",
         short_clips: str | None = None,
+        display_names: Mapping[str, str] | None = None,
+        keep: Sequence[int] | None = None,
+        top_k: int | None = None,
+        top_k_per: str = "frame",
     ):
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
         self.model = model.eval().to(self.device)
         self.spec = model.spec
         self.short_clips = check_short_clips(short_clips or self.spec.short_clips)
-        self.classes = list(self.spec.classes)
         self.decoding = decoding or self.spec.decoding
-        if list(self.decoding.classes) != self.classes:
-            raise AtstSedError(f"decoding settings are for {list(self.decoding.classes)}, the model's classes are {self.classes}")
+        if list(self.decoding.classes) != list(self.spec.classes):
+            raise AtstSedError(f"decoding settings are for {list(self.decoding.classes)}, the model's classes are {list(self.spec.classes)}")
+        self.keep = None if keep is None else np.asarray(sorted(set(int(i) for i in keep)), dtype=np.int64)
+        if self.keep is not None:
+            if not len(self.keep) or self.keep[0] < 0 or self.keep[-1] >= len(self.spec.classes):
+                raise AtstSedError(f"classes to keep must be output indices 0…{len(self.spec.classes) - 1}")
+            d = self.decoding
+            self.decoding = Decoding(*(tuple(np.asarray(v, dtype=object)[self.keep].tolist())
+                                       for v in (d.classes, d.thresholds, d.median_filter)))
+        self.classes = list(self.decoding.classes)
+        self.display_names = {c: (display_names or {}).get(c, c) for c in self.classes}
+        if top_k is not None and top_k < 1:
+            raise AtstSedError("top-k must be at least 1")
+        if top_k_per not in TOP_K_PER:
+            raise AtstSedError(f"top-k per must be one of {', '.join(TOP_K_PER)}, not {top_k_per!r}")
+        self.top_k, self.top_k_per = top_k, top_k_per
         self.batch_size = int(batch_size or default_batch_size(self.device))
         if self.batch_size < 1:
             raise AtstSedError("batch size must be at least 1")
@@ -152,17 +192,33 @@ class Detector:
         variant: str | None = None,
         role: str | None = None,
         short_clips: str | None = None,
+        labels: str | PathLike[str] | None = None,
+        classes: Sequence[str] | None = None,
+        top_k: int | None = None,
+        top_k_per: str = "frame",
     ) -> "Detector":
         """Load a SED checkpoint: ours (kind ``sed``), a published SED file (audiossl DESED /
         AudioSet-strong / C2F, ATST-SED stage 1 / 2) or a published model's name (``atst-sed:stage2``;
         downloaded once, :mod:`atst_sed.hub`). Decoding settings come from the checkpoint (or the
         registry) and are overridden by ``thresholds`` / ``median_filter``: one value for all
-        classes, one per class, or ``{class: value}``. ``variant`` (``frame``/``clip``) is checked
+        classes, one per class, or ``{class: value}`` (class by id or display name). ``variant`` (``frame``/``clip``) is checked
         against the file; ``role`` picks ``teacher`` (default) or ``student`` of an ATST-SED file, see
-        :func:`~atst_sed.models.checkpoint.load_checkpoint`; ``short_clips`` as in :class:`Detector`."""
-        from atst_sed.models.checkpoint import load_checkpoint
+        :func:`~atst_sed.models.checkpoint.load_checkpoint`; ``short_clips`` as in :class:`Detector`.
 
-        loaded = load_checkpoint(path, variant=variant, role=role, mmap=True)
+        ``labels``: a label file (:func:`~atst_sed.class_names.read_label_file`): class ids in output
+        order (for a published file that does not name its classes; otherwise they must be the
+        model's) and/or display names. ``classes``: keep only these classes, each by id or display
+        name (comma-separated lists allowed: :func:`~atst_sed.class_names.split_selection`).
+        ``top_k`` / ``top_k_per``: see :class:`Detector`."""
+        from atst_sed import hub
+        from atst_sed.models.checkpoint import FORMAT, is_model_name, load_checkpoint
+
+        label_ids, label_names = ([], {}) if labels is None else read_label_file(labels)
+        named = is_model_name(str(path))
+        if label_ids and named:  # the label list replaces the registry's (no label download)
+            _check_count(labels, label_ids, hub.published_model(str(path)).n_classes)
+        loaded = load_checkpoint(path, variant=variant, role=role, classes=label_ids if named and label_ids else None,
+                                 mmap=True)
         if loaded.kind != "sed" or loaded.model is None:
             raise InputError(
                 path,
@@ -170,8 +226,21 @@ class Detector:
                 "(e.g. RUN_DIR/<stage>/checkpoints/best.ckpt from atst-sed train)",
             )
         model = loaded.model
+        if label_ids and list(model.classes) != label_ids:
+            _check_count(labels, label_ids, len(model.classes))
+            if loaded.layout == FORMAT:
+                raise InputError(labels, f"the label file's classes differ from those the checkpoint names itself "
+                                 f"({', '.join(list(model.classes)[:3])} …); give names only (an ontology .json) "
+                                 "or the checkpoint's own ids")
+            model.classes = tuple(label_ids)  # a published file: its outputs, named by the user's list
+            model.decoding = Decoding(model.classes, model.decoding.thresholds, model.decoding.median_filter)
+        published = hub.display_names(loaded.source, list(model.classes)) if loaded.source else {}
+        names = name_map(model.classes, label_names, published, audioset_strong_table()[1])
+        thresholds = _keys_by_id(thresholds, model.classes, names, "thresholds")
+        median_filter = _keys_by_id(median_filter, model.classes, names, "median filter")
         decoding = Decoding.for_classes(model.classes, thresholds, median_filter, base=model.decoding)
-        return cls(model, decoding, device, batch_size, hop_seconds, precision, short_clips)
+        keep = None if classes is None else class_indices(split_selection(classes, model.classes, names), model.classes, names)
+        return cls(model, decoding, device, batch_size, hop_seconds, precision, short_clips, names, keep, top_k, top_k_per)
 
     # -- scores ----------------------------------------------------------------------------------
 
@@ -218,7 +287,8 @@ class Detector:
             lengths = lengths.to(self.device)
         inputs = self.model.features(waves, lengths, self.short_clips)  # the frontend stays float32
         out = self._bf16_forward(tuple(inputs)) if self.precision == "bf16" else self.model(*inputs)
-        return out.frame_probs.float().cpu().numpy()
+        probs = out.frame_probs.float().cpu().numpy()
+        return probs if self.keep is None else probs[..., self.keep]
 
     def check_length(self, n_samples: int, filename: str | None = None) -> None:
         """Raise :class:`InputError` when a recording is too short for the model (one output frame)."""
@@ -268,20 +338,38 @@ class Detector:
     # -- events ----------------------------------------------------------------------------------
 
     def events(self, scores: FileScores, filename: str | None = None) -> pd.DataFrame:
-        """Decode a file's scores with this detector's thresholds and median filters."""
-        return self.decoding.events(scores.probs, filename if filename is not None else scores.filename, grid=self.spec.grid)
+        """Decode a file's scores with this detector's thresholds, median filters and top-k; labels
+        are class ids (:meth:`readable` gives display names)."""
+        name = filename if filename is not None else scores.filename
+        per_frame = self.top_k if self.top_k_per == "frame" else None
+        found = self.decoding.events(scores.probs, name, grid=self.spec.grid, top_k=per_frame)
+        if self.top_k is not None and self.top_k_per == "event" and len(found) > self.top_k:
+            found = found.nlargest(self.top_k, "score", keep="first")
+            found = found.sort_values(["onset", "event_label"], kind="stable").reset_index(drop=True)
+        return found
 
-    def detect(self, paths: str | PathLike[str] | Iterable[str | PathLike[str]]) -> pd.DataFrame:
+    def readable(self, events: pd.DataFrame) -> pd.DataFrame:
+        """``events`` with display names as ``event_label`` (a copy)."""
+        out = events.copy()
+        if len(out):
+            out["event_label"] = out["event_label"].map(lambda c: self.display_names.get(c, c))
+        return out
+
+    def detect(self, paths: str | PathLike[str] | Iterable[str | PathLike[str]], label_format: str = "name") -> pd.DataFrame:
         """Events of one file or of every file ``[filename, onset, offset, event_label, score]``
-        sorted by filename, onset, label (``filename`` = the file name without folders). Raises on
-        the first bad file; the CLI handles files one by one instead."""
+        sorted by filename, onset, label as written (``filename`` = the file name without folders;
+        ``event_label``: display names, or class ids with ``label_format="mid"``). Raises on the
+        first bad file; the CLI handles files one by one instead."""
+        check_label_format(label_format)
         if isinstance(paths, (str, PathLike)):  # one path, not an iterable of its characters
             paths = [paths]
         frames = [self.events(self.scores(p), Path(p).name) for p in paths]
         if not frames:
             return pd.DataFrame(columns=list(SCORED_EVENT_COLUMNS))
         df = pd.concat(frames, ignore_index=True)
+        df = self.readable(df) if label_format == "name" else df
         return df.sort_values(["filename", "onset", "event_label"], kind="stable").reset_index(drop=True)
 
 
-__all__ = ["Detector", "FileScores", "cpu_has_native_bf16", "default_batch_size", "resolve_device", "resolve_precision"]
+__all__ = ["TOP_K_PER", "Detector", "FileScores", "cpu_has_native_bf16", "default_batch_size", "resolve_device",
+           "resolve_precision"]

@@ -4,8 +4,8 @@ lanes, on one time axis.
 A recording longer than one row is drawn at a fixed time scale (``seconds_per_inch``) in rows of
 ``ROW_INCHES``, ``rows_per_page`` rows per PNG page, so that ten minutes read like ten seconds do;
 a recording that fits one row fills it, as a 10 s clip always has. Each class gets its own lane in
-the score and event panels (its name once, on the axis), at most ``max_classes`` of them: the
-classes with events first, then the highest peak scores — what a 407-class model needs. Event
+the score and event panels (its name once, on the axis), at most ``max_classes`` of them: all of a
+small model's classes, only those that fire of a 407-class one (:func:`select_classes`). Event
 boxes are labelled only where the label fits inside the box, so labels never overlap.
 
 The data helpers (:func:`select_classes`, :func:`log_mel_frames`, :func:`hz_ticks`,
@@ -64,14 +64,25 @@ _MEL_CONTEXT_FRAMES = 100  # audio around a segment so that its edge frames are 
 
 # ----------------------------------------------------------------------------------- shared data
 def select_classes(probs: np.ndarray, events: pd.DataFrame, classes: Sequence[str], max_classes: int) -> list[int]:
-    """Indices of the classes to draw, in model order: classes with events first (by peak score),
-    then the highest peak scores of ``probs`` (T, C), at most ``max_classes``."""
+    """Indices of the classes to draw, in model order, at most ``max_classes``.
+
+    A model with at most ``max_classes`` classes (DESED's 10) gets every class. With more (the 407
+    of AudioSet-strong), only the classes that fire — have an event — get a lane (the highest peak
+    scores of ``probs`` (T, C) first when more fire than fit); when none fires, the
+    ``max_classes`` highest peak scores do, so that the picture shows what came closest."""
     if max_classes < 1:
         raise ValueError("max_classes must be at least 1")
+    if len(classes) <= max_classes:
+        return list(range(len(classes)))
     peak = np.asarray(probs, dtype=np.float64).max(axis=0) if len(probs) else np.zeros(len(classes))
     fired = set(events["event_label"].dropna()) if len(events) else set()
     order = sorted(range(len(classes)), key=lambda i: (classes[i] not in fired, -peak[i], i))
-    return sorted(order[:max_classes])
+    n_fired = sum(c in fired for c in classes)
+    return sorted(order[: min(max_classes, n_fired) if n_fired else max_classes])
+
+
+#: The note on a picture that shows some of the classes (:func:`select_classes`'s rule).
+SHOWN_CLASSES_NOTE = "{shown} of {total} classes: those with events, by peak score (none fired: the highest peaks)"
 
 
 def mel_band_centres_hz(config: FrontendConfig | None = None) -> np.ndarray:
@@ -372,7 +383,7 @@ def detection_figures(
             where = f"page {number} of {len(pages)} · {_clock(rows[0][0])}–{_clock(last)} of {_clock(duration)}"
         elif d.minutes:
             where = f"{_clock(duration)}"
-        shown_text = f"{len(names)} of {len(classes)} classes (those with events first, then by peak score)" if hidden else ""
+        shown_text = SHOWN_CLASSES_NOTE.format(shown=len(names), total=len(classes)) if hidden else ""
         fig.text(left / width, 1.0 - 0.3 / height, title, fontsize=11, weight="bold", va="baseline")
         fig.text(left / width, 1.0 - 0.52 / height, "   ".join(t for t in (where, shown_text) if t), fontsize=8,
                  va="baseline", color="0.3")

@@ -20,7 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from atst_sed.fileio import atomic_write_text
-from atst_sed.inference.plot import DEFAULT_MAX_CLASSES, PlotInput, hz_ticks, log_mel_frames, pool_columns
+from atst_sed.inference.plot import (
+    DEFAULT_MAX_CLASSES,
+    SHOWN_CLASSES_NOTE,
+    PlotInput,
+    hz_ticks,
+    log_mel_frames,
+    pool_columns,
+)
 
 __all__ = ["MAX_MEL_COLUMNS", "MAX_POINTS", "detection_html", "write_detection_html"]
 
@@ -133,7 +140,7 @@ def detection_html(data: PlotInput, *, max_classes: int = DEFAULT_MAX_CLASSES) -
     hidden = len(classes) - len(names)
     notes = [f"{duration:.1f} s", f"{len(shown_events)} events"]
     if hidden:
-        notes.append(f"{len(names)} of {len(classes)} classes (those with events first, then by peak score)")
+        notes.append(SHOWN_CLASSES_NOTE.format(shown=len(names), total=len(classes)))
     if group > 1 or factor > 1:
         notes.append(f"embedded at {group * frame_seconds * 1000:.0f} ms per score point (maximum) and "
                      f"{factor * hop * 1000:.0f} ms per spectrogram column (mean)")

@@ -176,9 +176,7 @@ def _load_named(name: str, variant: str | None, role: str | None, classes, downl
         loaded.source = name
         return loaded
     if classes is None:
-        classes = entry.classes
-        if classes is None and entry.labels is not None:
-            classes = hub.read_label_list(hub.fetch_file(entry, entry.labels, downloader), entry.n_classes)
+        classes = hub.class_ids(name, downloader) or None
     loaded = load_checkpoint(path, variant=variant, role=role or entry.role, classes=classes, mmap=mmap)
     model = loaded.model
     try:

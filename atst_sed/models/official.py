@@ -17,9 +17,12 @@ layout              keys                                                   model
 
 An audiossl head with ``head.linear_softmax`` (the DESED fine-tuning) pools clip probabilities with
 attention; the AudioSet-strong release has ``head.linear`` only: its clip probability is then the
-maximum over frames (``spec.clip_pooling == "max"``), a derived value, not a trained clip output. A
-``head.linear`` that does not fit the encoder's tokens (a clip-level classifier over pooled
-embeddings) is not a SED head: such a file is an encoder to :func:`official_layout`.
+maximum over frames (``spec.clip_pooling == "max"``), a derived value, not a trained clip output. An
+AudioSet-strong file (``hyper_parameters['dcase_conf']`` under ``utils_as_strong``) with 407 outputs
+has them named by the published model's MIDs in output order (the shipped table of
+:mod:`atst_sed.class_names`). A ``head.linear`` that does not fit the encoder's tokens (a clip-level
+classifier over pooled embeddings) is not a SED head: such a file is an encoder to
+:func:`official_layout`.
 
 ATST-SED files hold two models: the EMA ``teacher`` (the default: what the official test and
 inference use) and the ``student``. Their architecture comes from ``hyper_parameters['net']`` when
@@ -40,6 +43,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from atst_sed.class_names import audioset_strong_table
 from atst_sed.decoding import Decoding, DecodingError
 from atst_sed.errors import InputError
 from atst_sed.frontend import ATST_SED_BRANCH, FrontendConfig
@@ -76,13 +80,17 @@ def official_layout(sd: dict[str, Tensor]) -> str | None:
     return None
 
 
-def _class_names(path: Path, n: int, given: Sequence[str] | None) -> tuple[str, ...]:
+def _class_names(path: Path, n: int, given: Sequence[str] | None, dataset: str | None = None) -> tuple[str, ...]:
     if given is not None:
         if len(given) != n:
             raise InputError(path, f"the model has {n} classes but {len(given)} class names were given")
         return tuple(given)
     if n == len(DESED_CLASSES):
         return DESED_CLASSES
+    shipped, _ = audioset_strong_table()
+    if dataset == "as_strong" and n == len(shipped):
+        log.info("%s: AudioSet-strong file: classes in the published model's order (audiossl PR #13 label list)", path)
+        return shipped
     log.warning("%s: %d classes and no class names given: naming them class_000 …", path, n)
     return tuple(f"class_{i:03d}" for i in range(n))
 
@@ -132,8 +140,8 @@ def _audiossl(path: Path, sd: dict[str, Tensor], hp: dict, layout: str, classes:
     enc_sd, enc_config = convert_official_state_dict(sd, prefix, own_variant)
     head_sd = {k[len("head."):]: v.float() for k, v in sd.items() if k.startswith("head.")}
     clip_pooling = "attention" if "linear_softmax.weight" in head_sd else "max"
-    names = _class_names(path, head_sd["linear.weight"].shape[0], classes)
     dataset = "as_strong" if "utils_as_strong" in str(hp.get("dcase_conf", "")) else None
+    names = _class_names(path, head_sd["linear.weight"].shape[0], classes, dataset)
     meta = {"layout": layout, "role": "student" if layout == "audiossl-c2f" else None, "dataset": dataset}
     with torch.device("meta"):
         encoder = ATSTEncoder(enc_config)

@@ -223,12 +223,65 @@ def test_detect_runs_a_named_model_fetched_once_from_the_remote(registry, remote
     assert (cache / "test_stage2" / "Stage2.ckpt").is_file()
 
 
-def test_detect_offline_fails_in_one_line_naming_the_url_and_where_to_put_the_file(registry, remote, cache, tmp_path, capsys):
+@pytest.mark.parametrize("name,missing", [("test:stage2", "Stage2.ckpt"), ("test:strong", "common_labels.txt")])
+def test_detect_offline_fails_in_one_line_naming_the_url_and_where_to_put_the_file(name, missing, registry, remote, cache,
+                                                                                 tmp_path, capsys, request):
+    if name == "test:strong":
+        request.getfixturevalue("strong_remote")  # its label list on the remote: the file that is missing here
     folder, base, _ = remote
-    (folder / "Stage2.ckpt").unlink()
+    (folder / missing).unlink()
     audio = golden_checkpoint("atstsed_stage2").parents[1] / "inputs" / "synth_3p6s.flac"
-    rc = main(["detect", str(audio), "--checkpoint", "test:stage2", "-o", str(tmp_path / "events.csv")])
+    rc = main(["detect", str(audio), "--checkpoint", name, "-o", str(tmp_path / "events.csv")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and err.startswith("atst-sed detect: ")
-    assert f"{base}/Stage2.ckpt" in err and str(cache / "test_stage2" / "Stage2.ckpt") in err
+    assert f"{base}/{missing}" in err and str(cache / name.replace(":", "_") / missing) in err
     assert not (tmp_path / "events.csv").exists()
+
+
+# ------------------------------------------------------------------ atst-frame:audioset-strong (#19)
+@pytest.fixture
+def strong_remote(registry, remote, monkeypatch):
+    """``test:strong`` whose label file is the published order of the real MIDs (the shipped table's)."""
+    from atst_sed.class_names import audioset_strong_table
+
+    folder, base, requests = remote
+    mids, _ = audioset_strong_table()
+    (folder / "common_labels.txt").write_text("\n".join(mids) + "\n")
+    strong = PublishedModel(**{**registry["test:strong"].__dict__,
+                               "labels": RemoteFile(f"{base}/common_labels.txt", "common_labels.txt")})
+    monkeypatch.setitem(hub.REGISTRY, "test:strong", strong)
+    return requests, mids
+
+
+def test_the_published_audioset_strong_model_is_named_without_downloading_the_ontology(strong_remote, cache, tmp_path, capsys):
+    requests, mids = strong_remote
+    audio = golden_checkpoint("atstsed_stage2").parents[1] / "inputs" / "synth_3p6s.flac"
+    out = tmp_path / "events.csv"
+    rc = main(["detect", str(audio), "--checkpoint", "test:strong", "--device", "cpu", "-o", str(out), "--thresholds", "0.7"])
+    assert rc == 0, capsys.readouterr().err
+    import pandas as pd
+
+    labels = set(pd.read_csv(out)["event_label"])
+    assert labels and not any(label.startswith(("/m/", "/t/", "/g/")) for label in labels)  # display names
+    assert sorted(requests) == ["/as_strong.ckpt", "/common_labels.txt"]  # the shipped table names every MID
+    assert load_checkpoint("test:strong").spec.classes == mids
+
+
+def test_ids_the_shipped_table_lacks_are_named_by_the_ontology_from_the_cache(registry, remote, cache):
+    _, _, requests = remote
+    names = hub.display_names("test:strong")  # fake MIDs: only the (fake remote's) ontology names them
+    assert names[MIDS[5]] == "Sound 5" and requests.count("/ontology.json") == 1
+    assert hub.display_names("test:strong")[MIDS[6]] == "Sound 6" and requests.count("/ontology.json") == 1
+
+
+def test_models_verb_shows_the_audioset_strong_class_count_and_its_label_files(cache, capsys):
+    assert main(["models", "--paths"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if "atst-frame:audioset-strong" in line)
+    assert "407" in row
+    strong = hub.REGISTRY["atst-frame:audioset-strong"]
+    compact = out.replace("│", "").replace(" ", "").replace("\n", "")
+    for remote in (strong.checkpoint, strong.labels, strong.ontology):  # every file with its URL
+        assert remote.url.replace(" ", "") in compact
+    assert strong.decoding == {"thresholds": 0.5, "median_filter": 7}  # the official test path, one threshold
+    assert strong.ontology.url == "https://raw.githubusercontent.com/audioset/ontology/master/ontology.json"

@@ -81,6 +81,8 @@ def test_the_wheel_ships_every_module_recipe_and_config_once(installed):
     assert shipped_files(package / "configs") == shipped_files(REPO / "configs")
     for name in shipped_files(REPO / "recipes"):
         assert (package / "recipes" / name).read_bytes() == (REPO / "recipes" / name).read_bytes(), name
+    table = "resources/audioset_strong_classes.tsv"  # AudioSet-strong names offline, with their attribution
+    assert (package / table).read_bytes() == (REPO / "atst_sed" / table).read_bytes()
 
 
 def test_the_installed_wheel_resolves_the_same_configs_as_the_clone(installed, tmp_path, monkeypatch):
