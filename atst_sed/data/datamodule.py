@@ -19,9 +19,9 @@ from atst_sed.data.datasets import (
     ProportionalBatchSampler,
     RankShard,
     WaveformCollate,
-    holdout_split,
     split_batch,
 )
+from atst_sed.data.splits import holdout_split
 from atst_sed.errors import AtstSedError, InputError
 from atst_sed.events import check_event_tables
 from atst_sed.labels import DESED_CLASSES, ClassMap
@@ -48,7 +48,7 @@ class DataConfig:
         val_set / test_set: strong-labelled sets for validation and test (``synth_val``, ``test``, ...).
         weak_val_fraction: share of each weak set held out of training and added to validation
             (DCASE 2022 baseline and ATST-SED: 0.1, drawn with ``seed``; see
-            :func:`~atst_sed.data.datasets.holdout_split`); 0 = every weak clip trains.
+            :func:`~atst_sed.data.splits.holdout_split`); 0 = every weak clip trains.
         clip_seconds: clips are cropped (randomly for training, from the start otherwise) or
             zero-padded to this length; whole mel hops of the model's grid (ATST: 10 s → 1001 mel
             frames, 250 target frames of 40 ms).

@@ -13,7 +13,8 @@ import torch
 
 from atst_sed.data import DataConfig, SEDDataModule
 from atst_sed.data.corpus import SETS
-from atst_sed.data.datasets import ClipDataset, ProportionalBatchSampler, RankShard, holdout_split, split_batch
+from atst_sed.data.datasets import ClipDataset, ProportionalBatchSampler, RankShard, split_batch
+from atst_sed.data.splits import holdout_split
 from atst_sed.errors import InputError
 from atst_sed.events import read_strong_tsv
 from atst_sed.frontend import LogMelFrontend
@@ -144,10 +145,10 @@ def _copy_corpus(src, dst):
     for part in ("metadata", "manifests"):
         shutil.copytree(src / part, dst / part)
     shutil.copy(src / "fingerprint.json", dst / "fingerprint.json")
-    for name in SETS:
-        if (src / SETS[name].audio).is_dir():
-            (dst / SETS[name].audio).parent.mkdir(parents=True, exist_ok=True)
-            (dst / SETS[name].audio).symlink_to(src / SETS[name].audio)
+    for folder in dict.fromkeys(spec.audio for spec in SETS.values()):  # parts of a set share its folder
+        if (src / folder).is_dir():
+            (dst / folder).parent.mkdir(parents=True, exist_ok=True)
+            (dst / folder).symlink_to(src / folder)
     return dst
 
 
