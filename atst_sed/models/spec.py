@@ -7,6 +7,9 @@ test stage read these from the model or its checkpoint; families differ only in 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
+
+from torch import nn
 
 from atst_sed.decoding import Decoding
 from atst_sed.frontend import FrontendConfig
@@ -48,3 +51,17 @@ class ModelSpec:
     @property
     def sample_rate(self) -> int:
         return self.grid.sample_rate
+
+
+class ParameterPart(NamedTuple):
+    """A named part of a model's parameters, as training groups them for its learning rates.
+
+    ``kind``: the part's family (``head``/``encoder`` for ATST SED models; ``cnn``/``rnn``/
+    ``transformer`` for ATST-SED), whose peak learning rate a recipe may set on its own.
+    ``layer``: depth from the top of the transformer for layer-wise decay (rate × decay^layer),
+    None for parts outside it."""
+
+    name: str
+    kind: str
+    layer: int | None
+    params: list[nn.Parameter]

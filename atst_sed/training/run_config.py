@@ -31,6 +31,7 @@ from atst_sed.frontend import FrontendConfig
 from atst_sed.models.factory import ModelConfig
 from atst_sed.training.distill import DistillConfig
 from atst_sed.training.finetune import OptimConfig, TaskConfig
+from atst_sed.training.validation import ValidationConfig
 
 log = logging.getLogger(__name__)
 
@@ -67,29 +68,6 @@ class DecodingConfig:
     median_filter: int | list[int] = DEFAULT_MEDIAN_FILTER
     thresholds: float | list[float] = DEFAULT_THRESHOLD
     n_test_thresholds: int = 50
-
-
-@dataclass
-class ValidationConfig:
-    """Per-epoch validation. ``metrics``: ``psds`` (PSDS1/PSDS2 on the validation set, psds_eval over
-    ``n_thresholds`` operating points; fewer = faster) or ``loss`` (validation BCE only).
-    ``monitor``/``mode`` choose the best checkpoint (default val/psds1 max, or val/loss min; with
-    ``data.weak_val_fraction`` > 0 also val/weak_f1, the held-out weak clips' macro F1).
-    ``median_filter`` None = decoding.median_filter (audiossl validates with 3). ``evaluator``:
-    ``psds_eval`` (operating points, as DCASE 2022) or ``sed_scores_eval`` (threshold-free; several
-    times faster — the fast path for CPU runs)."""
-
-    metrics: Literal["psds", "loss"] = "psds"
-    monitor: str | None = None
-    mode: Literal["min", "max"] | None = None
-    median_filter: int | list[int] | None = 3
-    n_thresholds: int = 50
-    evaluator: Literal["psds_eval", "sed_scores_eval"] = "psds_eval"
-
-    def resolved_monitor(self) -> tuple[str, str]:
-        monitor = self.monitor or ("val/psds1" if self.metrics == "psds" else "val/loss")
-        mode = self.mode or ("min" if monitor.endswith("loss") else "max")
-        return monitor, mode
 
 
 @dataclass
