@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 import pytorch_lightning as pl
@@ -59,6 +59,10 @@ class DataConfig:
         clip_seconds: clips are cropped (randomly for training, from the start otherwise) or
             zero-padded to this length; whole mel hops of the model's grid (ATST: 10 s → 1001 mel
             frames, 250 target frames of 40 ms).
+        short_clips: ``mask`` — the zero padding of a clip shorter than ``clip_seconds`` is masked
+            out of the model, the losses and the scores — or ``pad``: it counts as audio, as in the
+            official DESED pipelines (audiossl, ATST-SED, DCASE baseline), whose test paths score all
+            10 s of every clip (102 of DESED devtest's 1,168 clips are shorter than 9.99 s).
         epoch_length: training batches per epoch; ``None``: as many whole batches as the smallest
             used pool fills (every clip of that pool once per epoch).
         val_batch_size: batch size for validation / test (``None``: ``batch_size``).
@@ -81,6 +85,7 @@ class DataConfig:
     test_set: str = "test"
     weak_val_fraction: float = 0.0
     clip_seconds: float = 10.0
+    short_clips: Literal["mask", "pad"] = "mask"
     epoch_length: int | None = None
     val_batch_size: int | None = None
     num_workers: int = 2
@@ -100,6 +105,8 @@ class DataConfig:
                 raise ValueError(f"data: unknown set {name!r}; known: {', '.join(SETS)}")
         if not self.val_sets:
             raise ValueError("data.val_set names no set")
+        if self.short_clips not in ("mask", "pad"):
+            raise ValueError(f"data.short_clips must be mask or pad, got {self.short_clips!r}")
         if self.batch_sizes is not None and (any(k < 0 for k in self.batch_sizes.values()) or sum(self.batch_sizes.values()) <= 0):
             raise ValueError(f"data.batch_sizes needs non-negative clip counts with a positive sum, got {self.batch_sizes}")
 
@@ -358,7 +365,7 @@ class SEDDataModule(pl.LightningDataModule):
         return DataLoader(
             dataset,
             num_workers=workers,
-            collate_fn=WaveformCollate(),
+            collate_fn=WaveformCollate(mask_padding=self.config.short_clips == "mask"),
             persistent_workers=workers > 0,
             # The loader's own generator: starting its workers must not draw from torch's global
             # random state, which training restores from a resume checkpoint (dropout, mixup).

@@ -149,9 +149,24 @@ def default_config_dict() -> dict[str, Any]:
     return to_dict(RunConfig())
 
 
+#: Mappings that are one value each: a recipe, stage or command line that sets one replaces it whole
+#: (a stage's objective must not add its terms to the run's, nor its batch sizes keep another's sets).
+WHOLE_VALUES = (("data", "batch_sizes"), ("optim", "rates"), ("validation", "objective"))
+
+
+def merge_sections(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` over ``base`` key by key (:func:`deep_merge`), :data:`WHOLE_VALUES` replaced whole."""
+    merged = deep_merge(base, override)
+    for section, key in WHOLE_VALUES:
+        value = (override.get(section) or {}).get(key) if isinstance(override.get(section), dict) else None
+        if value is not None:
+            merged[section] = {**merged[section], key: value}
+    return merged
+
+
 def merge_recipe(base: dict[str, Any], recipe: dict[str, Any]) -> dict[str, Any]:
     """Recipe over defaults: sections merge key by key, but a recipe's ``stages`` replace the default list."""
-    merged = deep_merge(base, {k: v for k, v in recipe.items() if k != "stages"})
+    merged = merge_sections(base, {k: v for k, v in recipe.items() if k != "stages"})
     if "stages" in recipe:
         merged["stages"] = recipe["stages"]
     return merged
@@ -185,7 +200,7 @@ def resolve_config(data: dict[str, Any], overrides: list[str] | None, where: str
         command_line = parse_overrides(list(overrides or []))
     except ValueError as err:
         raise AtstSedError(str(err)) from None
-    merged, replaced = _command_line_over_stages(deep_merge(data, command_line), command_line)
+    merged, replaced = _command_line_over_stages(merge_sections(data, command_line), command_line)
     missing = missing_keys(merged)
     if missing:
         more = f" (and {', '.join(missing[1:])})" if len(missing) > 1 else ""
@@ -197,7 +212,7 @@ def resolve_config(data: dict[str, Any], overrides: list[str] | None, where: str
         if not over:
             continue
         try:
-            from_dict(RunConfig, deep_merge(sections, over))
+            from_dict(RunConfig, merge_sections(sections, over))
         except ConfigError as err:
             raise AtstSedError(ConfigError(f"stages.{name}.overrides.{err.key}".rstrip("."), err.problem, err.origin).located(where)) from None
     for note in replaced:
@@ -259,7 +274,7 @@ def stage_config(cfg: RunConfig, stage: str) -> RunConfig:
     over = cfg.stages[stage].overrides
     if not over:
         return cfg
-    return build_config(deep_merge(to_dict(cfg), over), f"stages.{stage}.overrides")
+    return build_config(merge_sections(to_dict(cfg), over), f"stages.{stage}.overrides")
 
 
 def frontend_config(cfg: RunConfig, where: str = "config") -> FrontendConfig:

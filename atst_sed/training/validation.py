@@ -110,7 +110,7 @@ class SetMetrics:
 
     Called with ``{filename: probs (N_valid, C)}`` of every strong validation clip; returns
     ``{"<set>/<metric>": value}`` for each set and metric (:data:`SET_METRICS`) asked for, plus
-    ``{"<metric>": value}`` of the first set. Frame targets for ``loss`` and
+    ``{"<metric>": value}`` of the first set (not ``loss``: the task's ``val/loss`` is over every clip). Frame targets for ``loss`` and
     ``frame_intersection_f1`` are the reference events on ``grid`` (onset floor, offset ceil).
     """
 
@@ -145,8 +145,8 @@ class SetMetrics:
                 continue
             values = self.set_values(vset, mine)
             out.update({f"{vset.name}/{k}": v for k, v in values.items()})
-            if i == 0:
-                out.update(values)
+            if i == 0:  # the first set's metrics also unprefixed, but for its loss: the task's val/loss covers every clip
+                out.update({k: v for k, v in values.items() if k != "loss"})
         return out
 
     def set_values(self, vset: ValidationSet, scores: Mapping[str, np.ndarray]) -> dict[str, float]:
