@@ -23,6 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("atst_sed.frontend",),
     ("atst_sed.labels", "atst_sed.events", "atst_sed.score_files"),
     ("atst_sed.decoding",),
+    ("atst_sed.hub",),  # named published models: registry and download cache (files only; models/ loads them)
     ("atst_sed.models",),
     ("atst_sed.data",),
     ("atst_sed.runfolder",),

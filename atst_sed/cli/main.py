@@ -14,7 +14,7 @@ import sys
 from atst_sed.version import __version__
 from atst_sed.errors import AtstSedError
 
-VERBS = ("prepare", "pretrain", "train", "embed", "detect", "evaluate", "report", "package")
+VERBS = ("prepare", "pretrain", "train", "embed", "detect", "evaluate", "report", "package", "models")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,6 +25,7 @@ from atst_sed.data.splits import holdout_split
 from atst_sed.errors import AtstSedError, InputError
 from atst_sed.events import check_event_tables
 from atst_sed.labels import DESED_CLASSES, ClassMap
+from atst_sed.models.spec import SHORT_CLIPS
 from atst_sed.timegrid import ATST_GRID, FrameGrid
 
 log = logging.getLogger(__name__)
@@ -59,10 +60,11 @@ class DataConfig:
         clip_seconds: clips are cropped (randomly for training, from the start otherwise) or
             zero-padded to this length; whole mel hops of the model's grid (ATST: 10 s → 1001 mel
             frames, 250 target frames of 40 ms).
-        short_clips: ``mask`` — the zero padding of a clip shorter than ``clip_seconds`` is masked
-            out of the model, the losses and the scores — or ``pad``: it counts as audio, as in the
-            official DESED pipelines (audiossl, ATST-SED, DCASE baseline), whose test paths score all
-            10 s of every clip (102 of DESED devtest's 1,168 clips are shorter than 9.99 s).
+        short_clips: how the run's models see clips shorter than their window (the models'
+            ``short_clips``, kept in their checkpoints, so that ``detect`` does the same): ``mask`` —
+            the clip alone, its padding masked out of the model, the losses and the scores — or
+            ``pad``: zero-padded to the window and scored whole, as the official DESED pipelines do
+            (102 of DESED devtest's 1,168 clips are shorter than 9.99 s).
         epoch_length: training batches per epoch; ``None``: as many whole batches as the smallest
             used pool fills (every clip of that pool once per epoch).
         val_batch_size: batch size for validation / test (``None``: ``batch_size``).
@@ -105,8 +107,8 @@ class DataConfig:
                 raise ValueError(f"data: unknown set {name!r}; known: {', '.join(SETS)}")
         if not self.val_sets:
             raise ValueError("data.val_set names no set")
-        if self.short_clips not in ("mask", "pad"):
-            raise ValueError(f"data.short_clips must be mask or pad, got {self.short_clips!r}")
+        if self.short_clips not in SHORT_CLIPS:
+            raise ValueError(f"data.short_clips must be one of {', '.join(SHORT_CLIPS)}, got {self.short_clips!r}")
         if self.batch_sizes is not None and (any(k < 0 for k in self.batch_sizes.values()) or sum(self.batch_sizes.values()) <= 0):
             raise ValueError(f"data.batch_sizes needs non-negative clip counts with a positive sum, got {self.batch_sizes}")
 
@@ -365,7 +367,7 @@ class SEDDataModule(pl.LightningDataModule):
         return DataLoader(
             dataset,
             num_workers=workers,
-            collate_fn=WaveformCollate(mask_padding=self.config.short_clips == "mask"),
+            collate_fn=WaveformCollate(),
             persistent_workers=workers > 0,
             # The loader's own generator: starting its workers must not draw from torch's global
             # random state, which training restores from a resume checkpoint (dropout, mixup).

@@ -316,20 +316,12 @@ class RankShard(Sampler[int]):
 class WaveformCollate:
     """Stacks items into the batch of the data contract: ``waveforms`` (B, S) float32, ``lengths``
     (B,) long (valid samples), ``strong`` (B, N, C), ``weak`` (B, C), ``has_strong`` / ``has_weak``
-    (B,) bool, ``filenames``. Features are the model's job (:meth:`SEDModel.features`).
-
-    ``mask_padding`` False: every clip counts as ``S`` samples long, its zero padding included — the
-    official DESED pipelines' behaviour (the model sees and scores the padding as audio)."""
-
-    def __init__(self, mask_padding: bool = True):
-        self.mask_padding = mask_padding
+    (B,) bool, ``filenames``. Features are the model's job (:meth:`SEDModel.features`)."""
 
     def __call__(self, items: Sequence[dict]) -> dict:
-        waveforms = torch.stack([it["waveform"] for it in items])
-        lengths = [it["length"] for it in items] if self.mask_padding else [waveforms.shape[1]] * len(items)
         return {
-            "waveforms": waveforms,
-            "lengths": torch.tensor(lengths, dtype=torch.long),
+            "waveforms": torch.stack([it["waveform"] for it in items]),
+            "lengths": torch.tensor([it["length"] for it in items], dtype=torch.long),
             "strong": torch.stack([it["strong"] for it in items]),
             "weak": torch.stack([it["weak"] for it in items]),
             "has_strong": torch.tensor([it["has_strong"] for it in items], dtype=torch.bool),

@@ -1,4 +1,5 @@
-"""Attention-pooled frame classifier (as released with ATST-Frame for DESED)."""
+"""Frame classifiers on encoder tokens: attention-pooled (the DESED heads released with ATST-Frame)
+and linear-only (the AudioSet-strong head, which has no clip output)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,17 @@ class SEDOutput(NamedTuple):
     frame_probs: Tensor  # (B, N, C) sigmoid(frame_logits)
     clip_probs: Tensor | None  # (B, C) clip probabilities (None for a model without a clip head)
     valid: Tensor | None = None  # (B, N) bool: frames inside each clip (None: all)
+
+
+def attention_pooling(probs: Tensor, attention_logits: Tensor, valid: Tensor | None = None) -> Tensor:
+    """Clip probabilities Σ_t p·a / Σ_t a over the valid frames, a = clamp(softmax over classes, 1e-7, 1).
+
+    ``probs``, ``attention_logits`` (B, N, C); ``valid`` (B, N) bool (None: all valid) → (B, C).
+    """
+    attention = torch.softmax(attention_logits, dim=-1).clamp(1e-7, 1.0)
+    if valid is not None:
+        attention = attention * valid[..., None].to(attention.dtype)
+    return (probs * attention).sum(dim=1) / attention.sum(dim=1)
 
 
 class AttentionPoolingHead(nn.Module):
@@ -36,8 +48,29 @@ class AttentionPoolingHead(nn.Module):
         """``frames`` (B, N, D) token embeddings; ``valid`` (B, N) bool (None: all valid)."""
         logits = self.linear(frames)
         probs = torch.sigmoid(logits)
-        attention = torch.softmax(self.linear_softmax(frames), dim=-1).clamp(1e-7, 1.0)
-        if valid is not None:
-            attention = attention * valid[..., None].to(attention.dtype)
-        clip = (probs * attention).sum(dim=1) / attention.sum(dim=1)
-        return SEDOutput(logits, probs, clip, valid)
+        return SEDOutput(logits, probs, attention_pooling(probs, self.linear_softmax(frames), valid), valid)
+
+
+class MaxPoolingHead(nn.Module):
+    """Frame probabilities p = sigmoid(W_s x) only (the released AudioSet-strong head: ``linear``).
+
+    The file has no clip head; the clip probability here is derived, not trained: the maximum of p
+    over each clip's valid frames ("does the class occur anywhere in the clip").
+    """
+
+    def __init__(self, width: int, n_classes: int):
+        super().__init__()
+        self.linear = nn.Linear(width, n_classes)
+        nn.init.normal_(self.linear.weight, std=0.01)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, frames: Tensor, valid: Tensor | None = None) -> SEDOutput:
+        """``frames`` (B, N, D) token embeddings; ``valid`` (B, N) bool (None: all valid)."""
+        logits = self.linear(frames)
+        probs = torch.sigmoid(logits)
+        inside = probs if valid is None else probs.masked_fill(~valid[..., None], 0.0)
+        return SEDOutput(logits, probs, inside.amax(dim=1), valid)
+
+
+#: ``clip_pooling`` name → head class
+HEADS: dict[str, type[nn.Module]] = {"attention": AttentionPoolingHead, "max": MaxPoolingHead}

@@ -1,16 +1,16 @@
-"""SED model = its frontend + ATST encoder + attention-pooled frame classifier, and its contract.
+"""SED model = its frontend + ATST encoder + frame classifier, and its contract.
 
 A SED model computes its own features (:meth:`SEDModel.features`: waveforms → the model's input)
-and maps them to frame and clip probabilities (:meth:`SEDModel.forward`). Code around it — label
-encoding, training, sliding-window detection, decoding, score files, pictures — reads what it needs
-from :attr:`SEDModel.spec` (a :class:`~atst_sed.models.spec.ModelSpec`), never from module
-constants, so another model family with another frame grid or frontends fits without changes there.
+and maps them to frame and clip probabilities (``model(*inputs)``, :meth:`SEDModel.forward`). Code
+around it — label encoding, training, sliding-window detection, decoding, score files, pictures —
+reads what it needs from :attr:`SEDModel.spec` (a :class:`~atst_sed.models.spec.ModelSpec`), never
+from module constants; :class:`~atst_sed.models.crnn.ATSTSEDModel` (64 ms) fits the same contract.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -18,8 +18,8 @@ from torch import Tensor, nn
 from atst_sed.decoding import Decoding
 from atst_sed.frontend import FrontendConfig, LogMelFrontend
 from atst_sed.models.encoder import ATSTEncoder, EncoderConfig
-from atst_sed.models.head import AttentionPoolingHead, SEDOutput
-from atst_sed.models.spec import ModelSpec, ParameterPart
+from atst_sed.models.head import HEADS, SEDOutput
+from atst_sed.models.spec import CLIP_POOLINGS, ModelSpec, ParameterPart, check_short_clips, pad_to_window
 from atst_sed.timegrid import FrameGrid
 
 
@@ -35,8 +35,12 @@ class SEDModel(nn.Module):
     probabilities (B, C).
 
     ``classes``: the output classes in order; ``frontend``: the log-mel settings (default: ATST's);
-    ``decoding``: the default post-processing (default 0.5 / 7 frames per class). Only the encoder
-    and the head hold weights (``state_dict`` keys ``encoder.*``, ``head.*``).
+    ``decoding``: the default post-processing (default 0.5 / 7 frames per class); ``clip_pooling``:
+    ``attention`` (the DESED heads: ``linear`` + ``linear_softmax``) or ``max`` (a frame-only head
+    such as the AudioSet-strong release: the clip probability is the maximum over frames);
+    ``short_clips``: how clips shorter than the window are scored by default (``mask``: alone;
+    ``pad``: zero-padded to 10 s as the official test paths do); ``meta``: provenance.
+    Only the encoder and the head hold weights (``state_dict`` keys ``encoder.*``, ``head.*``).
     """
 
     def __init__(
@@ -45,17 +49,26 @@ class SEDModel(nn.Module):
         classes: Sequence[str],
         frontend: FrontendConfig | None = None,
         decoding: Decoding | None = None,
+        clip_pooling: str = "attention",
+        short_clips: str = "mask",
+        meta: dict[str, Any] | None = None,
     ):
         super().__init__()
         if isinstance(classes, (str, int)):
             raise TypeError(f"classes must be the class names in output order, not {classes!r}")
+        if clip_pooling not in CLIP_POOLINGS:
+            raise ValueError(f"clip_pooling must be one of {', '.join(CLIP_POOLINGS)}, not {clip_pooling!r}")
         self.classes: tuple[str, ...] = tuple(str(c) for c in classes)
         self.encoder = encoder if isinstance(encoder, ATSTEncoder) else ATSTEncoder(encoder)
-        self.head = AttentionPoolingHead(self.encoder.width, len(self.classes))
-        self.frontend = LogMelFrontend(frontend)
+        self.clip_pooling = clip_pooling
+        self.head = HEADS[clip_pooling](self.encoder.width, len(self.classes))
+        with torch.device("cpu"):  # real filters even when the networks are built on the meta device
+            self.frontend = LogMelFrontend(frontend)
         self.decoding = decoding or Decoding.for_classes(self.classes)
         if self.decoding.classes != self.classes:
             raise ValueError(f"decoding settings are for {list(self.decoding.classes)}, the model's classes are {list(self.classes)}")
+        self.short_clips = check_short_clips(short_clips)
+        self.meta: dict[str, Any] = dict(meta or {})
 
     # ------------------------------------------------------------------------------ contract
     @property
@@ -83,14 +96,20 @@ class SEDModel(nn.Module):
         return ModelSpec(
             family=self.encoder.family, grid=self.grid, window_samples=self.window_samples,
             min_samples=self.min_samples, classes=self.classes, decoding=self.decoding,
-            frontend=self.frontend.config,
+            frontends={"atst": self.frontend.config}, clip_pooling=self.clip_pooling,
+            short_clips=self.short_clips, meta=dict(self.meta),
         )
 
     # ------------------------------------------------------------------------------ compute
-    def features(self, waves: Tensor, lengths: Tensor | None = None) -> ModelInput:
-        """Waveforms (B, N) at the frontend's rate and valid samples per clip (B,) (None: all) →
-        this model's input. Computed in float32 without autograd, on the waveforms' device (the
-        model's)."""
+    def features(self, waves: Tensor, lengths: Tensor | None = None, short_clips: str | None = None) -> ModelInput:
+        """Waveforms (B, N) or (N,) at the frontend's rate and valid samples per clip (B,) (None: all)
+        → this model's input. ``short_clips`` (default the model's): ``mask`` scores each clip alone;
+        ``pad`` zero-pads every clip to the window and scores the padding as audio. Computed in
+        float32 without autograd, on the waveforms' device (the model's)."""
+        if waves.dim() == 1:
+            waves = waves[None]
+        if check_short_clips(short_clips or self.short_clips) == "pad":
+            waves, lengths = pad_to_window(waves, lengths, self.window_samples), None
         with torch.no_grad():
             features = self.frontend(waves, lengths)
         frame_lengths = None if lengths is None else self.frontend.n_frames(lengths.to(features.device)).long()

@@ -220,12 +220,14 @@ class Run:
         return None
 
     def initial_model(self, st: StageConfig, cfg: RunConfig) -> SEDModel:
-        """The model a stage starts from, carrying the stage's decoding settings."""
+        """The model a stage starts from, carrying the stage's decoding settings and its way with
+        short clips (``data.short_clips``; both travel in its checkpoints)."""
         if st.init is not None:
             model = self.stage_model(st.init)
         else:
             model = build_model(cfg.models[st.model], self.classes, frontend_config(cfg))
         model.decoding = self.stage_decoding(cfg)
+        model.short_clips = cfg.data.short_clips
         return model
 
     # ------------------------------------------------------------------ evaluation helpers
@@ -283,6 +285,7 @@ class Run:
             source = earlier[-1] if earlier else None
         if source is None:
             models = {"student": build_model(cfg.models[st.model], self.classes, frontend_config(cfg))}
+            models["student"].short_clips = cfg.data.short_clips
         else:
             models = {"student": self.stage_model(source)}
             teacher = self.stage_teacher(source)

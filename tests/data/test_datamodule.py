@@ -315,17 +315,3 @@ def test_four_sources_with_their_own_batch_sizes(tiny_corpus):
     with pytest.raises(ValueError, match="positive sum"):
         DataConfig(batch_sizes={"weak": 0})
 
-
-def test_short_clips_padded_without_mask_count_as_ten_seconds_as_the_official_pipelines(tiny_corpus):
-    masked, padded = _dm(tiny_corpus, batch_size=6), _dm(tiny_corpus, batch_size=6, short_clips="pad")
-    masked.setup("test")
-    padded.setup("test")
-    durations = masked.durations("test")
-    assert min(durations.values()) < 10.0  # the tiny corpus has short test clips
-    for m, p in zip(masked.test_dataloader(), padded.test_dataloader()):
-        assert m["filenames"] == p["filenames"] and torch.equal(m["waveforms"], p["waveforms"])
-        assert m["lengths"].tolist() == [round(durations[f] * 16000) for f in m["filenames"]]
-        assert (p["lengths"] == 160000).all()
-        torch.testing.assert_close(m["strong"], p["strong"])  # the targets do not change
-    with pytest.raises(ValueError, match="short_clips"):
-        DataConfig(short_clips="crop")

@@ -82,7 +82,7 @@ def test_every_stage_of_the_mini_recipe_runs_and_the_run_folder_describes_itself
         assert ckpt.encoder.config.variant == ("clip" if stage == "finetune_clip" else "frame")
         assert ckpt.meta["stage"] == stage
         raw = torch.load(sdir / "checkpoints" / "best.ckpt", weights_only=True)
-        assert raw["frontend"]["n_mels"] == 64
+        assert raw["frontends"]["atst"]["n_mels"] == 64
     # the test stage: the distilled student and its ATST-Clip teacher, each in its own folder
     for role in ("student", "teacher"):
         out = run / "test" / role

@@ -1,0 +1,112 @@
+"""The ATST-SED model family's contract: 64 ms grid, official parameter names, each clip scored alone
+inside a padded batch, per-clip normalisation, clear errors for unusable input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from models_helpers import official, read_input
+
+from atst_sed.errors import AtstSedError
+from atst_sed.models.crnn import ATSTSEDModel, CRNNConfig
+from atst_sed.models.encoder import EncoderConfig
+
+TINY = (CRNNConfig(nb_filters=(4, 8, 8, 16, 16, 16, 16), n_rnn_cell=16, embedding_size=64),
+        EncoderConfig(width=64, depth=1, heads=1, drop_path=0.0))
+
+
+@pytest.fixture(scope="module")
+def clips() -> tuple[torch.Tensor, torch.Tensor]:
+    """A 10-s and a 3.6-s clip in one batch padded with non-zero samples, and their lengths."""
+    long, short = read_input("synth_10s"), read_input("synth_3p6s")
+    batch = torch.full((2, len(long)), 0.5)  # what lies past a clip's end must not matter
+    batch[0] = torch.from_numpy(long)
+    batch[1, : len(short)] = torch.from_numpy(short)
+    return batch, torch.tensor([len(long), len(short)])
+
+
+def test_output_grid_is_64_ms_with_156_frames_per_10_s():
+    model = ATSTSEDModel(*TINY).eval()
+    assert model.grid.frame_seconds == 0.064 and model.grid.hop_samples == 1024
+    with torch.no_grad():
+        for n, frames in ((160000, 156), (67263, 65), (1025, 1)):  # 4.2 s → 65 frames, as the official eval mode
+            out = model(*model.features(torch.zeros(n).uniform_(-0.1, 0.1)))
+            assert out.frame_probs.shape == (1, frames, 10) == out.frame_logits.shape
+            assert model.grid.n_frames(n) == frames
+    assert model.grid.frame_to_seconds(155) + model.grid.frame_seconds == pytest.approx(9.984)
+
+
+@pytest.mark.parametrize("folder,role", [("atstsed_stage2", "teacher"), ("atstsed_stage1", "student"),
+                                         ("audiossl_desed_frame", None), ("audiossl_as_strong_frame", None)])
+def test_a_short_clip_in_a_padded_batch_scores_as_the_clip_alone(folder, role, clips):
+    model = official(folder, role).model
+    batch, lengths = clips
+    with torch.no_grad():
+        together = model(*model.features(batch, lengths, short_clips="mask"))
+        valid = together.valid.sum(dim=1)
+        for i in range(2):
+            alone = model(*model.features(batch[i, : int(lengths[i])], short_clips="mask"))
+            assert int(valid[i]) == alone.frame_probs.shape[1] == model.grid.n_frames(int(lengths[i]))
+            np.testing.assert_allclose(together.frame_probs[i, : int(valid[i])], alone.frame_probs[0], atol=1e-5)
+            np.testing.assert_allclose(together.clip_probs[i], alone.clip_probs[0], atol=1e-5)
+
+
+def test_padded_scoring_does_not_depend_on_the_other_clips_of_the_batch(clips):
+    """The official test path takes the transformer's dB floor over the whole batch; ours per clip."""
+    model = official("atstsed_stage2", "teacher").model
+    batch, lengths = clips
+    loud = batch.clone()
+    loud[0] = loud[0] * 30  # a much louder batch-mate moves a batch-wide dB peak by ~30 dB
+    with torch.no_grad():
+        alone = model(*model.features(batch[1, : int(lengths[1])], short_clips="pad"))
+        for mates in (batch, loud):
+            together = model(*model.features(mates, lengths, short_clips="pad"))
+            assert together.frame_probs.shape[1] == 156
+            np.testing.assert_allclose(together.frame_probs[1], alone.frame_probs[0], atol=1e-5)
+
+
+def test_parameter_names_are_the_official_crnn_names_and_frontends_are_not_saved():
+    keys = set(ATSTSEDModel(*TINY).state_dict())
+    for key in ("cnn.cnn.conv0.weight", "cnn.cnn.batchnorm6.running_var", "cnn.cnn.cg3.linear.weight",
+                "rnn.rnn.weight_ih_l1_reverse", "cat_tf.weight", "dense.bias", "dense_softmax.weight",
+                "atst.blocks.0.attn.qkv.weight", "atst.norm.weight"):
+        assert key in keys, key
+    assert not any("frontend" in k for k in keys)
+    norms = [m for m in ATSTSEDModel(*TINY).modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(norms) == 7 and all(m.eps == 1e-3 for m in norms)
+    assert all(isinstance(m, torch.nn.AvgPool2d) for n, m in ATSTSEDModel(*TINY).cnn.cnn.named_children() if n.startswith("pooling"))
+
+
+def test_unusable_input_is_a_one_line_error():
+    model = ATSTSEDModel(*TINY).eval()
+    with pytest.raises(AtstSedError, match="too short"):
+        model.features(torch.zeros(1000))
+    with pytest.raises(AtstSedError, match="longer than the model's 160000-sample window"):
+        model.features(torch.zeros(170000), short_clips="pad")
+    with pytest.raises(AtstSedError, match="short_clips must be one of mask, pad"):
+        model.features(torch.zeros(16000), short_clips="crop")
+
+
+def test_net_config_follows_the_official_crnn_arguments():
+    net = {"nclass": 3, "n_RNN_cell": 32, "rnn_layers": 5, "activation": "cg", "nb_filters": [8] * 7,
+           "pooling": [[4, 2]] + [[1, 2]] * 6, "embedding_size": 128}
+    config = CRNNConfig.from_net(net)
+    assert (config.n_classes, config.n_rnn_cell, config.rnn_layers, config.time_pooling) == (3, 32, 2, 4)
+    assert CRNNConfig.from_net({**net, "n_layers_RNN": 3}).rnn_layers == 3
+    with pytest.raises(ValueError, match="activation 'glu'"):
+        CRNNConfig.from_net({k: v for k, v in net.items() if k != "activation"})  # the official default
+    with pytest.raises(ValueError, match="stride 1"):
+        CRNNConfig(stride=(2,) + (1,) * 6)
+    with pytest.raises(ValueError, match="reduces 128 mels to 2"):
+        ATSTSEDModel(CRNNConfig(pooling=((2, 2), (2, 2)) + ((1, 2),) * 4 + ((1, 1),), embedding_size=64), TINY[1])
+
+
+def test_a_padded_batch_trains_through_every_part(clips):
+    torch.manual_seed(0)
+    model = ATSTSEDModel(*TINY).train()
+    batch, lengths = clips
+    out = model(*model.features(batch, lengths))
+    (out.frame_probs.mean() + out.clip_probs.mean()).backward()
+    trained = {n: p for n, p in model.named_parameters() if n != "atst.mask_embed"}  # used by pretraining only
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in trained.values())
