@@ -6,9 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from atst_sed.cli.main import main
+from atst_sed.data.corpus import SETS
+from atst_sed.events import read_durations_tsv
+from atst_sed.models.checkpoint import load_checkpoint
 from atst_sed.training.run_config import load_recipe, stage_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,6 +76,12 @@ def test_atst_sed_mini_trains_both_stages_through_the_cli(tiny_corpus, tmp_path)
     assert two["n_trainable_parameters"] > 0.99 * two["n_parameters"]
     for stage in ("stage1", "stage2"):
         assert (run / stage / "checkpoints" / "best_teacher.ckpt").is_file()
+    # data.short_clips: pad — the checkpoint keeps the policy (detect does the same), and a short test
+    # clip is scored over all 10 s, as the official test path scores it
+    assert load_checkpoint(run / "stage2" / "checkpoints" / "best.ckpt").model.short_clips == "pad"
+    durations = read_durations_tsv(tiny_corpus / SETS["test"].durations)
+    short = next(Path(f).stem for f, d in durations.items() if d < 10.0)  # 9.9 s: 247 frames alone
+    assert len(pd.read_csv(run / "test" / "student" / "scores" / f"{short}.tsv", sep="\t")) == 250
     for role in ("student", "teacher"):
         metrics = json.loads((run / "test" / role / "metrics.json").read_text())
         assert metrics["psds1"] is not None and (run / "test" / role / "scores").is_dir()
