@@ -87,6 +87,12 @@ def register(subparsers) -> None:
                    help="download first with the `desed` package (pip install 'desed>=1.3.7'; YouTube + Zenodo)")
     d.add_argument("--no-synthetic", action="store_true", help="with --download: skip the synthetic soundscapes")
     d.add_argument("--strong-real", action="store_true", help="with --download: also the AudioSet strong set")
+    d.add_argument("--strong-val-list", metavar="TSV", default=None,
+                   help="the AudioSet strong clips that validate (strong_real_val), e.g. ATST-SED's "
+                   "train/val_utils/audioset_strong_val.tsv; default: a seeded draw of the same share (11 %%), kept on reruns")
+    d.add_argument("--strong-train-list", metavar="TSV", default=None,
+                   help="with --strong-val-list: the clips that train (strong_real_train), e.g. ATST-SED's "
+                   "audioset_strong_train.tsv; default: every other AudioSet strong clip")
     d.add_argument("--only-verify", action="store_true",
                    help="resample nothing: report missing/unreadable clips and write the fingerprint")
     add_jobs(d, "all CPU cores for resampling; 3 for --download")
@@ -142,7 +148,8 @@ def run_dcase22(args: argparse.Namespace) -> int:
                          jobs=args.jobs or 3)
     progress, update = _progress("verify dcase22" if args.only_verify else "resample dcase22 → 16 kHz")
     with progress:
-        report = prepare_dcase22(args.root, jobs=args.jobs, only_verify=args.only_verify, progress=update)
+        report = prepare_dcase22(args.root, jobs=args.jobs, only_verify=args.only_verify, progress=update,
+                                 strong_val_list=args.strong_val_list, strong_train_list=args.strong_train_list)
     print(json.dumps(report, indent=2, sort_keys=True))
     return 0
 

@@ -12,8 +12,10 @@ examples:
   atst-sed train mini optim.lr=1e-3 --print-config                  # the resolved configuration
 
 RECIPE is a recipe folder (recipe.yaml + README.md), a YAML file, or the name of a shipped recipe
-(mini, mini_probe, dcase22, custom). A recipe holds only its differences from the defaults
-(configs/finetune/default.yaml documents them); a value written ??? must be given on the command line.
+(mini, mini_probe, dcase22, atst_sed, atst_sed_mini, custom). A recipe holds only its differences from
+the defaults (configs/finetune/default.yaml documents them); a value written ??? must be given on the
+command line. Mappings that are one value each (data.batch_sizes, optim.rates, validation.objective)
+are replaced whole by a stage's overrides or the command line, never merged key by key.
 Overrides use dotted keys, values in YAML syntax (1e-3 is a number), e.g.
   atst-sed train mini trainer.max_epochs=3 data.root=demo/corpus optim.lr=1e-3
   atst-sed train dcase22 models.frame.encoder=ckpts/atstframe_base.ckpt \\

@@ -1,7 +1,9 @@
 """The DCASE 2022 corpus layout, our manifests and the dataset fingerprint.
 
 Layout (shared by ``prepare synth`` and ``prepare dcase22``), relative to the corpus ROOT: see
-:data:`SETS`. Manifests (``ROOT/manifests/<set>.tsv``: filename, path, duration, num_samples) list
+:data:`SETS`. A set with ``subset_of`` is a part of another set (the same clips and audio folder,
+its own labels file): ``strong_real_train`` / ``strong_real_val`` split ``strong_real`` as ATST-SED
+does (:mod:`atst_sed.data.splits`). Manifests (``ROOT/manifests/<set>.tsv``: filename, path, duration, num_samples) list
 the 16 kHz clips that exist and are readable; ``ROOT/manifests/index.json`` names the sets with
 their label files. ``ROOT/fingerprint.json`` holds a hash of every manifest entry (set, file,
 size) and every label file, the number of missing files and per-set counts.
@@ -33,6 +35,7 @@ class SetSpec:
     labels: str | None  # strong or weak TSV
     durations: str | None = None
     listing: str | None = None  # a TSV listing the files of an unlabeled set (DESED download metadata)
+    subset_of: str | None = None  # a part of that set: its clips and audio, its own labels file
 
 
 SETS: dict[str, SetSpec] = {
@@ -51,6 +54,24 @@ SETS: dict[str, SetSpec] = {
             "audio/train/strong_label_real_16k",
             "audio/train/strong_label_real",
             "metadata/train/audioset_strong.tsv",
+        ),
+        # ATST-SED's train / validation parts of strong_real (atst_sed.data.splits)
+        SetSpec(
+            "strong_real_train",
+            "strong",
+            "audio/train/strong_label_real_16k",
+            "audio/train/strong_label_real",
+            "metadata/train/audioset_strong_train.tsv",
+            subset_of="strong_real",
+        ),
+        SetSpec(
+            "strong_real_val",
+            "strong",
+            "audio/train/strong_label_real_16k",
+            "audio/train/strong_label_real",
+            "metadata/validation/audioset_strong_val.tsv",
+            "metadata/validation/audioset_strong_val_durations.tsv",
+            subset_of="strong_real",
         ),
         SetSpec("weak", "weak", "audio/train/weak_16k", "audio/train/weak", "metadata/train/weak.tsv"),
         SetSpec(

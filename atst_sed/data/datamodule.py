@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 import pytorch_lightning as pl
@@ -19,12 +19,13 @@ from atst_sed.data.datasets import (
     ProportionalBatchSampler,
     RankShard,
     WaveformCollate,
-    holdout_split,
     split_batch,
 )
+from atst_sed.data.splits import holdout_split
 from atst_sed.errors import AtstSedError, InputError
 from atst_sed.events import check_event_tables
 from atst_sed.labels import DESED_CLASSES, ClassMap
+from atst_sed.models.spec import SHORT_CLIPS
 from atst_sed.timegrid import FrameGrid
 
 log = logging.getLogger(__name__)
@@ -44,14 +45,26 @@ class DataConfig:
             a pool with share 0 is not used. Counts are rounded by largest remainders
             (24 × 0.25/0.25/0.5 → 6/6/12).
         strong_sets / weak_sets / unlabeled_sets: corpus sets forming each pool (names of
-            :data:`atst_sed.data.corpus.SETS`: synth_train, strong_real, weak, unlabeled, synth_val, test).
-        val_set / test_set: strong-labelled sets for validation and test (``synth_val``, ``test``, ...).
+            :data:`atst_sed.data.corpus.SETS`: synth_train, strong_real, strong_real_train, weak,
+            unlabeled, synth_val, strong_real_val, test).
+        batch_sizes: clips per batch of each *set*, instead of ``batch_size``/``proportions`` and
+            the pools: each set is a source of its own, labelled as its kind (strong / weak /
+            unlabeled), in the given order; e.g. ATST-SED's ``{synth_train: 24, strong_real_train:
+            24, weak: 48, unlabeled: 48}``. The batch holds their sum (per process under DDP).
+        val_set / test_set: strong-labelled sets for validation and test (``synth_val``, ``test``, ...);
+            ``val_set`` may list several (ATST-SED: ``[synth_val, strong_real_val]``), each scored
+            on its own (``val/<set>/…``), the first also as ``val/…``.
         weak_val_fraction: share of each weak set held out of training and added to validation
             (DCASE 2022 baseline and ATST-SED: 0.1, drawn with ``seed``; see
-            :func:`~atst_sed.data.datasets.holdout_split`); 0 = every weak clip trains.
+            :func:`~atst_sed.data.splits.holdout_split`); 0 = every weak clip trains.
         clip_seconds: clips are cropped (randomly for training, from the start otherwise) or
             zero-padded to this length; whole mel hops of the model's grid (ATST: 10 s → 1001 mel
             frames, 250 target frames of 40 ms).
+        short_clips: how the run's models see clips shorter than their window (the models'
+            ``short_clips``, kept in their checkpoints, so that ``detect`` does the same): ``mask`` —
+            the clip alone, its padding masked out of the model, the losses and the scores — or
+            ``pad``: zero-padded to the window and scored whole, as the official DESED pipelines do
+            (102 of DESED devtest's 1,168 clips are shorter than 9.99 s).
         epoch_length: training batches per epoch; ``None``: as many whole batches as the smallest
             used pool fills (every clip of that pool once per epoch).
         val_batch_size: batch size for validation / test (``None``: ``batch_size``).
@@ -69,10 +82,12 @@ class DataConfig:
     strong_sets: list[str] = field(default_factory=lambda: ["synth_train"])
     weak_sets: list[str] = field(default_factory=lambda: ["weak"])
     unlabeled_sets: list[str] = field(default_factory=lambda: ["unlabeled"])
-    val_set: str = "synth_val"
+    batch_sizes: dict[str, int] | None = None
+    val_set: str | list[str] = "synth_val"
     test_set: str = "test"
     weak_val_fraction: float = 0.0
     clip_seconds: float = 10.0
+    short_clips: Literal["mask", "pad"] = "mask"
     epoch_length: int | None = None
     val_batch_size: int | None = None
     num_workers: int = 2
@@ -86,9 +101,26 @@ class DataConfig:
         unknown = sorted(set(self.proportions) - set(POOLS))
         if unknown:
             raise ValueError(f"data.proportions: unknown pool(s) {unknown}; use {', '.join(POOLS)}")
-        for name in [*self.strong_sets, *self.weak_sets, *self.unlabeled_sets, self.val_set, self.test_set]:
+        for name in [*self.strong_sets, *self.weak_sets, *self.unlabeled_sets, *self.val_sets, self.test_set,
+                     *(self.batch_sizes or {})]:
             if name not in SETS:
                 raise ValueError(f"data: unknown set {name!r}; known: {', '.join(SETS)}")
+        if not self.val_sets:
+            raise ValueError("data.val_set names no set")
+        if self.short_clips not in SHORT_CLIPS:
+            raise ValueError(f"data.short_clips must be one of {', '.join(SHORT_CLIPS)}, got {self.short_clips!r}")
+        if self.batch_sizes is not None and (any(k < 0 for k in self.batch_sizes.values()) or sum(self.batch_sizes.values()) <= 0):
+            raise ValueError(f"data.batch_sizes needs non-negative clip counts with a positive sum, got {self.batch_sizes}")
+
+    @property
+    def val_sets(self) -> list[str]:
+        """The validation sets, in order (``val_set`` as a list)."""
+        return [self.val_set] if isinstance(self.val_set, str) else list(self.val_set)
+
+    @property
+    def clips_per_batch(self) -> int:
+        """Training clips per batch (per process): the sum of ``batch_sizes``, else ``batch_size``."""
+        return sum(self.batch_sizes.values()) if self.batch_sizes else self.batch_size
 
 
 def corpus_classes(root: str | Path) -> list[str] | None:
@@ -132,7 +164,8 @@ def run_classes(config: DataConfig) -> tuple[str, ...]:
 
 class SEDDataModule(pl.LightningDataModule):
     """Training batches composed from the strong / weak / unlabeled pools in ``config.proportions``
-    (pool order inside a batch: strong, weak, unlabeled); validation and test over ``val_set`` /
+    (pool order inside a batch: strong, weak, unlabeled), or from the sets of ``config.batch_sizes``
+    in their numbers and order; validation and test over ``val_set`` (one or several sets) /
     ``test_set`` in manifest order (under DDP each rank validates every world_size-th clip). With
     ``weak_val_fraction`` > 0 the held-out weak clips leave the weak pool and follow ``val_set`` in
     the validation loader (``has_strong`` False). Batches are dicts (:class:`WaveformCollate`):
@@ -205,35 +238,55 @@ class SEDDataModule(pl.LightningDataModule):
             return self.weak_split(set_name)[0]
         return self.dataset(set_name, pool)
 
-    def validation_dataset(self) -> Dataset:
-        """``val_set``, followed by the held-out weak clips when ``weak_val_fraction`` > 0."""
-        main = self.dataset(self.config.val_set)
-        if self.config.weak_val_fraction <= 0:
-            return main
-        held = [self.weak_split(n)[1] for n in self.config.weak_sets]
-        return ConcatDataset([main, *(h for h in held if len(h))])
+    def weak_training_sets(self) -> list[str]:
+        """The sets that give weakly labelled training clips (whose held-out share validates)."""
+        if self.config.batch_sizes is not None:
+            return [n for n, k in self.config.batch_sizes.items() if k > 0 and SETS[n].kind == "weak"]
+        return self._set_names("weak")
 
-    def _split_set(self, split: str) -> str:
-        if split not in ("val", "test"):
-            raise ValueError(f"split must be 'val' or 'test', got {split!r}")
-        return self.config.val_set if split == "val" else self.config.test_set
+    def validation_dataset(self) -> Dataset:
+        """The ``val_set`` set(s), followed by the held-out weak clips when ``weak_val_fraction`` > 0."""
+        parts = [self.dataset(name) for name in self.config.val_sets]
+        if self.config.weak_val_fraction > 0:
+            parts += [h for h in (self.weak_split(n)[1] for n in self.weak_training_sets()) if len(h)]
+        return parts[0] if len(parts) == 1 else ConcatDataset(parts)
+
+    def _split_sets(self, split: str) -> list[str]:
+        if split == "val":
+            return self.config.val_sets
+        if split == "test":
+            return [self.config.test_set]
+        if split in SETS:
+            return [split]
+        raise ValueError(f"split must be 'val', 'test' or a set name, got {split!r}")
 
     def ground_truth(self, split: str) -> pd.DataFrame:
-        """Events [filename, onset, offset, event_label] of the clips of ``split`` ("val"|"test") that
-        have audio, exactly as the labels file writes them (what ``atst-sed evaluate`` and psds_eval
-        score; training targets merge and clip instead); clips without events are one NaN row
-        (DESED convention). Checked by the evaluation rule (:func:`check_event_tables`): overlapping
-        same-class events are an :class:`InputError`, events past a clip's end a warning."""
-        dataset = self.dataset(self._split_set(split))
-        events = dataset.reference_events
-        if dataset.set_name not in self._checked_references:
-            check_event_tables({dataset.labels_path: events}, dataset.durations, f"ground truth of {dataset.set_name}")
-            self._checked_references.add(dataset.set_name)
-        return events.copy()
+        """Events [filename, onset, offset, event_label] of the clips of ``split`` ("val" — every
+        validation set —, "test", or one set's name) that have audio, exactly as the labels file
+        writes them (what ``atst-sed evaluate`` and psds_eval score; training targets merge and clip
+        instead); clips without events are one NaN row (DESED convention). Checked by the evaluation
+        rule (:func:`check_event_tables`): overlapping same-class events are an :class:`InputError`,
+        events past a clip's end a warning."""
+        tables = []
+        for name in self._split_sets(split):
+            dataset = self.dataset(name)
+            events = dataset.reference_events
+            if dataset.set_name not in self._checked_references:
+                check_event_tables({dataset.labels_path: events}, dataset.durations, f"ground truth of {dataset.set_name}")
+                self._checked_references.add(dataset.set_name)
+            tables.append(events)
+        return pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0].copy()
 
     def durations(self, split: str) -> dict[str, float]:
-        """Clip durations (s) of ``split`` ("val"|"test"), from the set's durations TSV when it has one."""
-        return dict(self.dataset(self._split_set(split)).durations)
+        """Clip durations (s) of ``split`` (as :meth:`ground_truth`), from the sets' durations TSVs when they have them."""
+        out: dict[str, float] = {}
+        for name in self._split_sets(split):
+            out.update(self.dataset(name).durations)
+        return out
+
+    def clips(self, split: str) -> list[str]:
+        """File names of the clips (with audio) of ``split`` (as :meth:`ground_truth`), in loader order."""
+        return [f for name in self._split_sets(split) for f in self.dataset(name).filenames]
 
     # ------------------------------------------------------------------ Lightning hooks
     def setup(self, stage: str | None = None) -> None:
@@ -250,6 +303,8 @@ class SEDDataModule(pl.LightningDataModule):
             self.dataset(self.config.test_set)
 
     def _train_parts(self) -> tuple[MixedDataset, dict[str, int], list[int]]:
+        if self.config.batch_sizes is not None:
+            return self._train_sources()
         per_pool = split_batch(self.config.batch_size, {p: self.config.proportions.get(p, 0.0) for p in POOLS})
         datasets, sizes, counts = [], [], []
         for pool in POOLS:
@@ -268,6 +323,15 @@ class SEDDataModule(pl.LightningDataModule):
         if not datasets:
             raise AtstSedError("data.proportions selects no training pool")
         return MixedDataset(datasets), per_pool, [*sizes, *counts]
+
+    def _train_sources(self) -> tuple[MixedDataset, dict[str, int], list[int]]:
+        """:meth:`_train_parts` for ``batch_sizes``: one source per set, labelled as its kind."""
+        chosen = {name: int(k) for name, k in (self.config.batch_sizes or {}).items() if k > 0}
+        datasets = [self._pool_part(SETS[name].kind, name) for name in chosen]
+        for name, part in zip(chosen, datasets):
+            if len(part) == 0:
+                raise AtstSedError(f"{self.root}: set {name} of data.batch_sizes has no clips")
+        return MixedDataset(datasets), chosen, [*(len(d) for d in datasets), *chosen.values()]
 
     def train_dataloader(self) -> DataLoader:
         """Training batches of :class:`ProportionalBatchSampler`, starting at epoch 0, or where the
@@ -305,12 +369,12 @@ class SEDDataModule(pl.LightningDataModule):
         self._restored_order = state.get("train_batches")
 
     def _eval_loader(self, split: str) -> DataLoader:
-        dataset = self.validation_dataset() if split == "val" else self.dataset(self._split_set(split))
+        dataset = self.validation_dataset() if split == "val" else self.dataset(self.config.test_set)
         sampler = None
         rank, world = self._rank_and_world()
         if split == "val" and world > 1:  # each rank validates its share; the task gathers the scores
             sampler = RankShard(len(dataset), rank, world)
-        return self._loader(dataset, batch_size=self.config.val_batch_size or self.config.batch_size, sampler=sampler)
+        return self._loader(dataset, batch_size=self.config.val_batch_size or self.config.clips_per_batch, sampler=sampler)
 
     def _rank_and_world(self) -> tuple[int, int]:
         if self.trainer is None:

@@ -209,18 +209,6 @@ class MixedDataset(Dataset):
         return self.datasets[k][local if seed is None else (local, seed)]
 
 
-def holdout_split(names: Sequence[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """Split ``names`` into (training, held out): ``round((1 − fraction)·n)`` names drawn for training
-    with ``pandas.Series.sample(random_state=seed)``, as the DCASE 2022 baseline draws its weak
-    training part (``weak_df.sample(frac=0.9, random_state=42)``: 1,420 / 158 of DESED's 1,578);
-    both parts keep the order of ``names``."""
-    if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"hold-out fraction must be in [0, 1), got {fraction}")
-    series = pd.Series(list(names), dtype=object)
-    train = set(series.sample(frac=1.0 - fraction, random_state=seed)) if len(series) else set()
-    return [n for n in names if n in train], [n for n in names if n not in train]
-
-
 def split_batch(batch_size: int, proportions: Mapping[str, float]) -> dict[str, int]:
     """Items per pool in a batch: ``batch_size`` shared in ``proportions`` (largest remainders)."""
     total = float(sum(proportions.values()))

@@ -248,6 +248,8 @@ def prepare_dcase22(
     jobs: int | None = None,
     only_verify: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    strong_val_list: str | PathLike[str] | None = None,
+    strong_train_list: str | PathLike[str] | None = None,
 ) -> dict:
     """Resample DESED under ``root`` to 16 kHz mono (``_16k`` folders) and verify it.
 
@@ -256,26 +258,36 @@ def prepare_dcase22(
     metadata whose 16 kHz audio is absent or unreadable, the manifests, missing durations TSVs
     (from the audio, 0.1 s as DESED_task), and ``fingerprint.json``.
 
+    With the AudioSet strong labels (``strong_real``), also ATST-SED's train / validation split of
+    them (``strong_real_train``, ``strong_real_val``; :func:`atst_sed.data.splits.write_strong_real_split`):
+    from ``strong_val_list`` (and ``strong_train_list``), e.g. ATST-SED's
+    ``train/val_utils/audioset_strong_{val,train}.tsv``, else a seeded draw of the same share, kept
+    on reruns. Their clips are ``strong_real``'s: checked and reported missing once, under ``strong_real``.
+
     Returns:
         the report: {"fingerprint", "missing_files", "sets": {set: {"listed", "present",
-        "resampled", "missing"}}}.
+        "resampled", "missing"}}, and "strong_real_split" when there is one}.
     """
+    from atst_sed.data.splits import write_strong_real_split
     from atst_sed.events import write_durations_tsv
 
     root = Path(root)
     if not root.is_dir():
         raise InputError(root, "no such corpus folder (download DESED first: `atst-sed prepare dcase22 --download`)")
+    split = write_strong_real_split(root, strong_val_list, strong_train_list)
     listed = {name: files for name in SETS if (files := _listed_files(root, name)) is not None}
     if not listed:
         raise InputError(root, "no DESED metadata found (expected e.g. metadata/validation/validation.tsv)")
     tasks = [
         (name, f, str(root / SETS[name].source_audio / f), str(root / SETS[name].audio / f), only_verify)
         for name, files in listed.items()
+        if SETS[name].subset_of is None
         for f in files
     ]
     statuses = convert_clips(tasks, jobs, progress)
     report_sets: dict[str, dict[str, int]] = {}
-    for name, (mine, present) in write_set_manifests(root, listed, statuses).items():
+    all_statuses = statuses + subset_statuses(listed, statuses)
+    for name, (mine, present) in write_set_manifests(root, listed, all_statuses).items():
         spec = SETS[name]
         if spec.durations and not (root / spec.durations).is_file():
             write_durations_tsv(root / spec.durations, {s.filename: round(s.num_samples / SAMPLE_RATE, 1) for s in present})
@@ -286,10 +298,30 @@ def prepare_dcase22(
             "missing": len(mine) - len(present),
         }
     missing = write_missing_files(root, statuses)
-    write_index(root, listed, {"classes": list(DESED_CLASSES), "corpus": "dcase22"})
-    body = write_fingerprint(root, listed, len(missing), {"corpus": "dcase22"})
+    extra = {"corpus": "dcase22", **({"strong_real_split": split} if split else {})}
+    write_index(root, listed, {"classes": list(DESED_CLASSES), **extra})
+    body = write_fingerprint(root, listed, len(missing), extra)
     for name, counts in report_sets.items():
         log.info("%s: %d listed, %d present (%d resampled), %d missing", name, counts["listed"], counts["present"], counts["resampled"], counts["missing"])
     if missing:
         log.warning("%d listed clip(s) are missing or unreadable: see %s", len(missing), root / "missing_files.tsv")
-    return {"fingerprint": body["fingerprint"], "missing_files": len(missing), "sets": report_sets}
+    report = {"fingerprint": body["fingerprint"], "missing_files": len(missing), "sets": report_sets}
+    if split:
+        report["strong_real_split"] = split
+    return report
+
+
+def subset_statuses(listed: dict[str, list[str]], statuses: list[ClipStatus]) -> list[ClipStatus]:
+    """The statuses of the clips of every listed subset set (``SetSpec.subset_of``), taken from its
+    parent set's (a clip of the subset that the parent does not list counts as missing)."""
+    out = []
+    for name, files in listed.items():
+        parent = SETS[name].subset_of
+        if parent is None:
+            continue
+        of_parent = {s.filename: s for s in statuses if s.set_name == parent}
+        for f in files:
+            s = of_parent.get(f)
+            out.append(ClipStatus(name, f, s.status, s.reason, s.num_samples) if s else
+                       ClipStatus(name, f, "missing", f"not a clip of {parent}"))
+    return out

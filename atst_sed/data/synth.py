@@ -2,8 +2,11 @@
 
 Writes 10 s soundscapes (16 kHz mono, 16-bit WAV) in the DCASE 2022 layout (:mod:`.corpus`) with
 DESED's TSV formats and the 10 DESED classes: synthetic strong train, weak, unlabeled, synthetic
-validation (strong + durations) and the "validation" test set (strong + durations, some clips
-shorter than 10 s and a few without events, as in DESED). Every clip is drawn from its own
+validation (strong + durations), the "validation" test set (strong + durations, some clips
+shorter than 10 s and a few without events, as in DESED), and a stand-in for DESED's real
+strong-labelled AudioSet clips (``strong_real``: louder backgrounds, quieter events) with
+ATST-SED's train / validation split of it (``strong_real_train`` / ``strong_real_val``), so that
+recipes can train on four sources (synthetic strong, real strong, weak, unlabeled) offline. Every clip is drawn from its own
 generator seeded by (seed, set, index): the corpus is bit-identical for a seed whatever the number
 of worker processes, and a rerun only writes the clips that are missing.
 """
@@ -31,7 +34,9 @@ from atst_sed.data.corpus import (
     write_index,
     write_manifest,
 )
+from atst_sed.data.splits import write_strong_real_split
 from atst_sed.errors import AtstSedError, InputError
+from atst_sed.events import read_strong_tsv, write_durations_tsv, write_events_tsv
 from atst_sed.fileio import atomic_write_text
 from atst_sed.labels import DESED_CLASSES
 
@@ -40,7 +45,8 @@ log = logging.getLogger(__name__)
 SR = src.SR
 CLIP_MS = 10_000
 GENERATOR_VERSION = "atst-sed-synth-1"
-SYNTH_SETS = ("synth_train", "weak", "unlabeled", "synth_val", "test")
+SYNTH_SETS = ("synth_train", "weak", "unlabeled", "synth_val", "test", "strong_real")  # codes seed the clips: append only
+SPLIT_SETS = ("strong_real_train", "strong_real_val")  # parts of strong_real (atst_sed.data.splits)
 _SET_CODES = {name: i for i, name in enumerate(SYNTH_SETS)}
 EVAL_SETS = ("synth_val", "test")
 
@@ -54,11 +60,12 @@ class SynthSizes:
     unlabeled: int
     synth_val: int
     test: int
+    strong_real: int = 0  # the real-strong stand-in; 0 = none
 
 
 SIZES: dict[str, SynthSizes] = {
-    "tiny": SynthSizes(synth_train=24, weak=12, unlabeled=24, synth_val=12, test=12),
-    "small": SynthSizes(synth_train=400, weak=200, unlabeled=400, synth_val=100, test=100),
+    "tiny": SynthSizes(synth_train=24, weak=12, unlabeled=24, synth_val=12, test=12, strong_real=16),
+    "small": SynthSizes(synth_train=400, weak=200, unlabeled=400, synth_val=100, test=100, strong_real=240),
 }
 
 #: Probability of a real speech segment (when ``speech_dir`` is given) instead of synthetic babble.
@@ -67,6 +74,9 @@ SHORT_TEST_FRACTION = 0.12  # DESED: 102 / 1168 validation clips are shorter tha
 EMPTY_TEST_FRACTION = 0.04  # DESED: 15 / 1168 validation clips have no event
 SNR_DB = (3.0, 24.0)  # event level above the background, per event
 BACKGROUND_DBFS = (-50.0, -35.0)
+# strong_real stands in for real recordings: louder rooms, quieter events than the soundscapes
+REAL_STRONG_SNR_DB = (0.0, 18.0)
+REAL_STRONG_BACKGROUND_DBFS = (-45.0, -30.0)
 MIN_GAP_MS = 100  # same-class events never overlap and stay this far apart
 
 
@@ -116,14 +126,15 @@ def render_clip(
             clip_ms = int(rng.integers(40, 100)) * 100  # 4.0–9.9 s, on DESED's 0.1 s durations grid
         empty = index % round(1 / EMPTY_TEST_FRACTION) == 1  # deterministic share, ≥ 1 per test set
     n = clip_ms * SR // 1000
-    bg_level = 10 ** (rng.uniform(*BACKGROUND_DBFS) / 20)
+    real = set_name == "strong_real"
+    bg_level = 10 ** (rng.uniform(*(REAL_STRONG_BACKGROUND_DBFS if real else BACKGROUND_DBFS)) / 20)
     mix = src.background(n, rng) * bg_level
     events: list[tuple[float, float, str]] = []
     for onset_ms, offset_ms, label in ([] if empty else _plan_events(rng, clip_ms, first_class)):
         start = onset_ms * SR // 1000
         length = (offset_ms - onset_ms) * SR // 1000
         wave = src.render_event(label, length, rng, bank, real_probability.get(label, 1.0))
-        gain = bg_level * 10 ** (rng.uniform(*SNR_DB) / 20)
+        gain = bg_level * 10 ** (rng.uniform(*(REAL_STRONG_SNR_DB if real else SNR_DB)) / 20)
         length = len(wave)  # a real recording may be shorter than planned
         mix[start : start + length] += gain * wave
         offset_ms = onset_ms + int(np.ceil(length * 1000 / SR))
@@ -180,6 +191,8 @@ def _check_params(root: Path, params: dict) -> None:
     path = root / "synth.json"
     if path.is_file():
         old = json.loads(path.read_text())
+        if "strong_real" not in old.get("sizes", {}):  # built before strong_real existed: its clips stay the same
+            old = {**old, "sizes": {**old.get("sizes", {}), "strong_real": params["sizes"].get("strong_real", 0)}}
         if old != params:
             diff = ", ".join(f"{k} {old.get(k)!r} (asked {params.get(k)!r})" for k in sorted(set(old) | set(params)) if old.get(k) != params.get(k))
             raise AtstSedError(f"{root} already holds a synthetic corpus built with other settings: {diff}; use another --root or delete it")
@@ -236,12 +249,13 @@ def prepare_synth(
         "source_files": source_notes,
     }
     _check_params(root, params)
-    audio_dirs = {name: root / SETS[name].audio for name in SYNTH_SETS}
+    sets = tuple(name for name in SYNTH_SETS if getattr(sizes, name) > 0 or name != "strong_real")
+    audio_dirs = {name: root / SETS[name].audio for name in sets}
     for folder in audio_dirs.values():
         folder.mkdir(parents=True, exist_ok=True)
     tasks = [
         (name, i, first)
-        for name in SYNTH_SETS
+        for name in sets
         for i, first in enumerate(_first_classes(seed, name, getattr(sizes, name)))
     ]
     jobs = jobs or (1 if size == "tiny" else (os.cpu_count() or 1))
@@ -259,19 +273,27 @@ def prepare_synth(
                 results.append(result)
                 if progress:
                     progress(len(results), len(tasks))
-    _write_metadata(root, results)
-    by_set = {name: [r for r in results if r.set_name == name] for name in SYNTH_SETS}
+    _write_metadata(root, results, sets)
+    by_set = {name: [r for r in results if r.set_name == name] for name in sets}
+    extra: dict = {}
+    if "strong_real" in sets:  # ATST-SED's split of the real strong clips, drawn as for DESED without its lists
+        extra["strong_real_split"] = write_strong_real_split(root)
+        for part in SPLIT_SETS:
+            names = set(read_strong_tsv(root / SETS[part].labels, DESED_CLASSES, merge_overlaps=False)["filename"])
+            by_set[part] = [r for r in by_set["strong_real"] if r.filename in names]
+        write_durations_tsv(root / SETS["strong_real_val"].durations, {r.filename: r.num_samples / SR for r in by_set["strong_real_val"]})
+    sets = tuple(by_set)
     for name, items in by_set.items():
         write_manifest(
             root,
             name,
             (ManifestEntry(r.filename, f"{SETS[name].audio}/{r.filename}", r.num_samples / SR, r.num_samples) for r in items),
         )
-    write_index(root, SYNTH_SETS, {"classes": list(DESED_CLASSES), "corpus": "synthetic"})
+    write_index(root, sets, {"classes": list(DESED_CLASSES), "corpus": "synthetic", **extra})
     atomic_write_text(root / "missing_files.tsv", "set\tfilename\treason\n")
     atomic_write_text(root / "README.md", _readme(params, by_set, stand_ins, licences))
     atomic_write_text(root / "synth.json", json.dumps(params, indent=2, sort_keys=True) + "\n")
-    body = write_fingerprint(root, SYNTH_SETS, 0, {"corpus": "synthetic", "seed": int(seed), "size": size, "sources": sources})
+    body = write_fingerprint(root, sets, 0, {"corpus": "synthetic", "seed": int(seed), "size": size, "sources": sources})
     log.info("synthetic corpus in %s: %s (%s)", root, body["sets"], body["fingerprint"])
     return body
 
@@ -292,11 +314,11 @@ def _speech_banks(speech_dir: str | PathLike[str] | None) -> tuple[dict[str, src
     }, notes
 
 
-def _write_metadata(root: Path, results: list[ClipResult]) -> None:
-    from atst_sed.events import write_durations_tsv, write_events_tsv
-
-    by_set = {name: sorted((r for r in results if r.set_name == name), key=lambda r: r.filename) for name in SYNTH_SETS}
-    for name in ("synth_train", "synth_val", "test"):
+def _write_metadata(root: Path, results: list[ClipResult], sets: Sequence[str]) -> None:
+    by_set = {name: sorted((r for r in results if r.set_name == name), key=lambda r: r.filename) for name in sets}
+    for name in ("synth_train", "synth_val", "test", "strong_real"):
+        if name not in by_set:
+            continue
         spec = SETS[name]
         write_events_tsv(root / spec.labels, _strong_table(by_set[name]))
         if spec.durations:
@@ -308,8 +330,8 @@ def _write_metadata(root: Path, results: list[ClipResult]) -> None:
 
 def _readme(params: dict, by_set: dict[str, list[ClipResult]], stand_ins: dict[str, str], licences: list[str]) -> str:
     counts = {c: 0 for c in DESED_CLASSES}
-    for items in by_set.values():
-        for r in items:
+    for name, items in by_set.items():
+        for r in items if name in SYNTH_SETS else ():  # the split sets repeat strong_real's clips
             for _, _, lab in r.events:
                 counts[lab] += 1
     lines = [
@@ -325,7 +347,7 @@ def _readme(params: dict, by_set: dict[str, list[ClipResult]], stand_ins: dict[s
         "| set | audio | labels | clips |",
         "|---|---|---|---|",
     ]
-    for name in SYNTH_SETS:
+    for name in by_set:
         spec = SETS[name]
         labels = ", ".join(x for x in (spec.labels, spec.durations, spec.listing) if x)
         lines.append(f"| {name} | `{spec.audio}/` | `{labels}` | {len(by_set[name])} |")
@@ -337,6 +359,12 @@ def _readme(params: dict, by_set: dict[str, list[ClipResult]], stand_ins: dict[s
         f"at {SNR_DB[0]:g}–{SNR_DB[1]:g} dB above it, with class-typical durations between 0.3 and 10 s, overlaps",
         "between classes allowed, never within a class. The `validation` (test) set has clips shorter than 10 s",
         "and a few clips without events (an empty row in validation.tsv), as DESED's validation set does.",
+        "",
+        "`strong_real` stands in for DESED's real strong-labelled AudioSet clips: the same generators in louder",
+        f"rooms ({REAL_STRONG_BACKGROUND_DBFS[0]:g}…{REAL_STRONG_BACKGROUND_DBFS[1]:g} dBFS) with quieter events "
+        f"({REAL_STRONG_SNR_DB[0]:g}–{REAL_STRONG_SNR_DB[1]:g} dB above them);",
+        "`strong_real_train` / `strong_real_val` split it as `prepare dcase22` splits DESED's without ATST-SED's lists",
+        "(a seeded draw of 373/3373 of the clips for validation).",
         "",
         "Class signatures (synthetic generators, `atst_sed/data/sources.py`):",
         "Alarm_bell_ringing pulsed / two-tone AM tones 0.7–2.5 kHz; Blender broadband noise + ramping motor",

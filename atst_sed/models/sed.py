@@ -19,7 +19,7 @@ from atst_sed.decoding import Decoding
 from atst_sed.frontend import FrontendConfig, LogMelFrontend
 from atst_sed.models.encoder import ATSTEncoder, EncoderConfig
 from atst_sed.models.head import HEADS, SEDOutput
-from atst_sed.models.spec import CLIP_POOLINGS, ModelSpec, check_short_clips, pad_to_window
+from atst_sed.models.spec import CLIP_POOLINGS, ModelSpec, ParameterPart, check_short_clips, pad_to_window
 from atst_sed.timegrid import FrameGrid
 
 
@@ -124,6 +124,19 @@ class SEDModel(nn.Module):
         # threshold crossings, score files and PSDS sweeps. It is 0.01 % of the model's work.
         with torch.autocast(features.device.type, enabled=False):
             return self.head(out.frames.float(), out.valid)
+
+    def parameter_parts(self) -> list[ParameterPart]:
+        """Parts for learning rates: the head (``head``), then the encoder (``encoder``) by depth from
+        the top: final norm and last block 0, block k from the top k, embeddings ``depth``."""
+        enc = self.encoder
+        depth = len(enc.blocks)
+        parts = [ParameterPart("head", "head", None, list(self.head.parameters())),
+                 ParameterPart("norm", "encoder", 0, list(enc.norm.parameters()))]
+        parts += [ParameterPart(f"blocks.{i}", "encoder", depth - 1 - i, list(block.parameters())) for i, block in enumerate(enc.blocks)]
+        embeds = [enc.mask_embed, enc.pos_embed, *enc.patch_embed.parameters()]
+        if enc.cls_token is not None:
+            embeds.append(enc.cls_token)
+        return [*parts, ParameterPart("embeddings", "encoder", depth, embeds)]
 
     def freeze_all_but_last(self, n_blocks: int = 1) -> None:
         """Paper default: train only the last ``n_blocks`` blocks, the final norm and the head."""

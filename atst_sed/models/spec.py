@@ -9,10 +9,10 @@ stage and the Python API read these from the model or its checkpoint; families d
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from atst_sed.decoding import Decoding
 from atst_sed.errors import AtstSedError
@@ -100,3 +100,17 @@ def pad_to_window(waves: Tensor, lengths: Tensor | None, window_samples: int) ->
         inside = torch.arange(waves.shape[-1], device=waves.device)[None, :] < lengths.to(waves.device)[:, None]
         waves = waves * inside
     return torch.nn.functional.pad(waves, (0, window_samples - waves.shape[-1]))
+
+
+class ParameterPart(NamedTuple):
+    """A named part of a model's parameters, as training groups them for its learning rates.
+
+    ``kind``: the part's family (``head``/``encoder`` for ATST SED models; ``cnn``/``rnn``/
+    ``transformer`` for ATST-SED), whose peak learning rate a recipe may set on its own.
+    ``layer``: depth from the top of the transformer for layer-wise decay (rate × decay^layer),
+    None for parts outside it."""
+
+    name: str
+    kind: str
+    layer: int | None
+    params: list[nn.Parameter]

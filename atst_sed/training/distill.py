@@ -21,6 +21,7 @@ from atst_sed.models.head import SEDOutput
 from atst_sed.models.sed import SEDModel
 from atst_sed.training.finetune import Evaluator, OptimConfig, SEDTask, TaskConfig
 from atst_sed.training.losses import distillation_loss
+from atst_sed.training.validation import ValidationConfig
 
 
 @dataclass
@@ -44,12 +45,13 @@ class DistillTask(SEDTask):
         optim: OptimConfig | None = None,
         distill: DistillConfig | None = None,
         evaluator: Evaluator | None = None,
+        validation: ValidationConfig | None = None,
     ):
-        super().__init__(model, task, optim, evaluator)
+        super().__init__(model, task, optim, evaluator, validation)
         if teacher.n_classes != model.n_classes:
             raise ValueError(f"teacher has {teacher.n_classes} classes, student {model.n_classes}")
         if teacher.frontend.config != model.frontend.config or teacher.grid != model.grid:
-            # the teacher reads the student's (possibly mixed) features and is compared frame by frame
+            # the teacher reads the student's (possibly mixed) input and is compared frame by frame
             raise ValueError(f"the teacher's frontend and grid ({teacher.frontend.config}, {teacher.grid}) differ from "
                              f"the student's ({model.frontend.config}, {model.grid})")
         self.teacher = teacher
@@ -63,7 +65,7 @@ class DistillTask(SEDTask):
 
     def extra_loss(self, batch: Mapping[str, Any], out: SEDOutput, valid: Tensor) -> tuple[Tensor | None, dict[str, Tensor]]:
         with torch.no_grad():
-            teacher_out = self.teacher(batch["features"], batch.get("frame_lengths"))
+            teacher_out = self.teacher(*batch["inputs"])
         d = self.distill_config
         loss = distillation_loss(out, teacher_out, valid, d.frame_weight, d.clip_weight)
         return loss, {"train/distill": loss.detach()}

@@ -1,8 +1,11 @@
 """SED fine-tuning task (Lightning): weak + strong BCE, optional mixup and mean teacher.
 
 The task wraps a plain :class:`~atst_sed.models.sed.SEDModel`; it does no file I/O. Batches hold
-waveforms; the model computes its own features on the task's device (:meth:`SEDTask.with_features`),
-and augmentations that act on features (mixup) come between that and the forward pass. Validation
+waveforms; the model computes its own input on the task's device (:meth:`SEDTask.with_inputs`:
+``batch["inputs"]``, what ``model(*inputs)`` takes), and augmentations that act on it (mixup,
+frequency warp) come between that and the forward pass. With a mean teacher the task also covers
+ATST-SED's semi-supervised recipe: interpolation consistency (ICT) on mixed batches, the teacher on
+the clean input, separate learning rates per part of the model. Validation
 metrics come from an injected ``evaluator`` (frame scores per clip → metrics dict), so the task
 stays free of ground-truth files and metric libraries.
 """
@@ -21,12 +24,16 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
+from atst_sed.data.augment import RandomResizeCrop
 from atst_sed.data.datasets import set_sampler_epoch
+from atst_sed.errors import AtstSedError
 from atst_sed.models.head import SEDOutput
 from atst_sed.models.sed import SEDModel
+from atst_sed.models.spec import ParameterPart
 from atst_sed.training.ema import ema_update
-from atst_sed.training.losses import consistency_loss, mixup_batch, supervised_loss
-from atst_sed.training.schedules import cosine_schedule
+from atst_sed.training.losses import consistency_loss, ict_loss, label_groups, mixup_batch, supervised_loss
+from atst_sed.training.schedules import exponential_rampup, lr_factors
+from atst_sed.training.validation import TEACHER, ValidationConfig, objective_value
 
 log = logging.getLogger(__name__)
 
@@ -35,19 +42,27 @@ Evaluator = Callable[[Mapping[str, np.ndarray]], Mapping[str, float]]
 
 @dataclass
 class OptimConfig:
-    """SGD + per-step schedule (audiossl DESED fine-tuning: lr 0.1, 5 warm-up epochs, cosine to 1e-6).
+    """Optimizer + per-step schedule (audiossl DESED fine-tuning: SGD, lr 0.1, 5 linear warm-up
+    epochs, cosine to 1e-6).
 
-    ``lr``: peak learning rate of the head, final norm and last block. ``layer_decay``: block k
-    from the top (0 = last) gets ``lr · layer_decay^k``; the embeddings get ``layer_decay^depth``.
-    ``warmup_epochs`` may be fractional; ``final_lr`` is reached at the last step of ``max_epochs``.
-    ``name``: ``sgd`` (paper) or ``adamw`` (betas 0.9/0.999; for small models trained from scratch,
-    where SGD needs far more steps).
+    ``lr``: peak learning rate of every part of the model (:meth:`SEDModel.parameter_parts`) whose
+    kind ``rates`` does not name; ``rates``: peak rate per kind (ATST-SED: ``{cnn: 2e-4, rnn: 2e-3,
+    transformer: 2e-4}``; ATST SED models: ``head`` / ``encoder``). ``layer_decay``: a transformer
+    part k blocks from the top (0 = last block and final norm) gets ``rate · layer_decay^k``, the
+    embeddings ``layer_decay^depth`` (ATST-SED's ``tfm_lr_scale``). ``warmup_epochs`` may be
+    fractional. ``warmup``: ``linear`` from 0, or ``exponential`` (``exp(−5(1 − s/R)²)``, DESED_task
+    and ATST-SED). ``decay``: ``cosine`` to ``final_lr`` (× ``rate / lr`` per part) at the last step,
+    or ``constant`` (ATST-SED stage 1). ``name``: ``sgd`` (paper), ``adam`` (ATST-SED, betas
+    0.9/0.999) or ``adamw`` (for small models trained from scratch, where SGD needs far more steps).
     """
 
-    name: Literal["sgd", "adamw"] = "sgd"
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: float = 0.1
+    rates: dict[str, float] = field(default_factory=dict)
     final_lr: float = 1e-6
     warmup_epochs: float = 5.0
+    warmup: Literal["linear", "exponential"] = "linear"
+    decay: Literal["cosine", "constant"] = "cosine"
     momentum: float = 0.9
     weight_decay: float = 0.0
     layer_decay: float = 0.75
@@ -56,26 +71,54 @@ class OptimConfig:
 
 @dataclass
 class MixupConfig:
-    """Mixup on features with soft targets, within label groups (one λ ~ Beta(α, α) per group)."""
+    """Mixup on the model's input with soft targets, within label groups (one λ ~ Beta(α, α) per
+    group) on a share ``prob`` of the batches (0 = off, the paper's setting; ATST-SED: 0.5, with the
+    unlabeled clips mixed too)."""
 
-    prob: float = 0.0  # probability per batch; 0 = off (paper setting)
+    prob: float = 0.0
     alpha: float = 0.2
     mix_unlabeled: bool = False
+
+
+@dataclass
+class FreqWarpConfig:
+    """Frequency warp (ATST-SED's on its ATST input): on a share ``prob`` of the batches, per label
+    group, a random band of ``⌊U(min_scale, 1)·F⌋`` mel bins is stretched to all F bins (bicubic,
+    :meth:`~atst_sed.data.augment.RandomResizeCrop.frequency_warp`), the student's and the
+    teacher's inputs drawn separately. ``field``: which field of the model's input (None: the
+    first), e.g. the ATST branch of a two-branch model."""
+
+    prob: float = 0.0
+    min_scale: float = 0.6
+    field: str | None = None
 
 
 @dataclass
 class ConsistencyConfig:
     """Mean-teacher consistency (ATST-SED / DCASE baseline style); off by default.
 
-    The EMA teacher sees the student's (possibly mixed) input; MSE on frame and clip probabilities
-    over the whole batch, weight ``max_weight · exp(−5 (1 − t)²)`` ramped up over ``rampup_epochs``.
-    EMA: ``α = min(1 − 1/(step + 1), ema_decay)`` per optimizer step.
+    MSE on frame and clip probabilities (clip term × ``clip_weight``) over the whole batch, weight
+    ``max_weight · exp(−5 (1 − t)²)`` ramped up over ``rampup_epochs``. EMA:
+    ``α = min(1 − 1/(step + 1), ema_decay)`` per optimizer step. ``teacher_input``: ``student`` —
+    the teacher sees the student's (possibly mixed) input (DCASE baseline, ATST-SED stage 1) — or
+    ``clean``: the un-mixed input (ATST-SED stage 2). ``ict``: on mixed batches the student is held
+    to the teacher's clean outputs mixed the same way instead (interpolation consistency,
+    :func:`~atst_sed.training.losses.ict_loss`), weighed ``ict_scale`` × the consistency weight
+    (ATST-SED stage 2: ⅛). ICT needs ``teacher_input: clean``.
     """
 
     enabled: bool = False
     max_weight: float = 2.0
     rampup_epochs: float = 5.0
     ema_decay: float = 0.999
+    clip_weight: float = 1.0
+    teacher_input: Literal["student", "clean"] = "student"
+    ict: bool = False
+    ict_scale: float = 0.125
+
+    def __post_init__(self) -> None:
+        if self.ict and self.teacher_input != "clean":
+            raise ValueError("task.consistency.ict needs teacher_input: clean (the teacher's outputs on the un-mixed input)")
 
 
 @dataclass
@@ -83,8 +126,9 @@ class TaskConfig:
     """What trains and how the loss is built.
 
     ``trainable_blocks``: the last N encoder blocks + final norm + head train (paper: 1); 0 = head
-    only; −1 = the whole encoder incl. embeddings (from-scratch / small models). Frozen blocks run in
-    eval mode without autograd.
+    only (ATST-SED stage 1: the transformer frozen); −1 = the whole encoder incl. embeddings
+    (from-scratch / small models, ATST-SED stage 2). Frozen blocks run in eval mode without autograd.
+    ``weak_weight``: ATST-SED stage 2 halves it.
     """
 
     trainable_blocks: int = 1
@@ -92,6 +136,7 @@ class TaskConfig:
     weak_weight: float = 1.0
     weak_on_strong_clips: bool = False
     mixup: MixupConfig = field(default_factory=MixupConfig)
+    freq_warp: FreqWarpConfig = field(default_factory=FreqWarpConfig)
     consistency: ConsistencyConfig = field(default_factory=ConsistencyConfig)
 
 
@@ -111,26 +156,30 @@ def frozen_modules(model: SEDModel) -> list[nn.Module]:
     return [b for b in model.encoder.blocks if not any(p.requires_grad for p in b.parameters())]
 
 
-def parameter_groups(model: SEDModel, layer_decay: float) -> list[dict[str, Any]]:
-    """Trainable parameters grouped by lr scale: head & final norm 1, block k-from-top ``decay^k``,
-    embeddings ``decay^depth``. Each group carries ``lr_scale`` and ``name``."""
-    enc = model.encoder
-    depth = len(enc.blocks)
-    named: list[tuple[str, float, list[nn.Parameter]]] = [
-        ("head", 1.0, list(model.head.parameters())),
-        ("norm", 1.0, list(enc.norm.parameters())),
-    ]
-    for i, block in enumerate(enc.blocks):
-        named.append((f"blocks.{i}", layer_decay ** (depth - 1 - i), list(block.parameters())))
-    embeds = [enc.mask_embed, enc.pos_embed, *enc.patch_embed.parameters()]
-    if enc.cls_token is not None:
-        embeds.append(enc.cls_token)
-    named.append(("embeddings", layer_decay**depth, embeds))
+def model_parts(model: nn.Module) -> list[ParameterPart]:
+    """The model's :meth:`parameter_parts`, or one part ``model`` holding every parameter."""
+    if hasattr(model, "parameter_parts"):
+        return list(model.parameter_parts())
+    return [ParameterPart("model", "model", None, list(model.parameters()))]
+
+
+def parameter_groups(model: nn.Module, optim: OptimConfig) -> list[dict[str, Any]]:
+    """Trainable parameters grouped by part (:func:`model_parts`), each group with its ``peak_lr``
+    (``rates[kind]`` or ``lr``, × ``layer_decay^layer`` inside the transformer), ``name`` and ``kind``.
+    A parameter listed by two parts goes to the first."""
+    unknown = sorted(set(optim.rates) - {p.kind for p in model_parts(model)})
+    if unknown:
+        kinds = sorted({p.kind for p in model_parts(model)})
+        raise ValueError(f"optim.rates names {unknown}, which this model does not have (its parts: {', '.join(kinds)})")
+    seen: set[int] = set()
     groups = []
-    for name, scale, params in named:
-        params = [p for p in params if p.requires_grad]
+    for part in model_parts(model):
+        params = [p for p in part.params if p.requires_grad and id(p) not in seen]
+        seen.update(id(p) for p in params)
         if params:
-            groups.append({"params": params, "lr_scale": scale, "name": name})
+            rate = float(optim.rates.get(part.kind, optim.lr))
+            scale = 1.0 if part.layer is None else optim.layer_decay**part.layer
+            groups.append({"params": params, "peak_lr": rate * scale, "name": part.name, "kind": part.kind})
     return groups
 
 
@@ -154,8 +203,11 @@ class SEDTask(pl.LightningModule):
     Batches follow the data contract (:class:`~atst_sed.data.datasets.WaveformCollate`):
     ``waveforms`` (B, S), ``lengths`` (B,) valid samples, ``strong`` (B, N, C) targets on the
     model's grid, ``weak`` (B, C), ``has_strong``/``has_weak`` (B,) bool, ``filenames``.
-    ``evaluator`` turns ``{filename: probs (N_valid, C)}`` of the whole validation set into metrics
-    (e.g. PSDS1/PSDS2), logged as ``val/<name>``; without it only ``val/loss`` is logged.
+    ``evaluator`` turns ``{filename: probs (N_valid, C)}`` of the strong validation clips into
+    metrics (e.g. PSDS1/PSDS2), logged as ``val/<name>``; the task itself logs ``val/loss``, and
+    with held-out weak clips ``val/weak_f1`` and ``val/weak_loss``. ``validation``
+    (:class:`~atst_sed.training.validation.ValidationConfig`) may ask for the mean teacher's metrics
+    too (``val/teacher/…``) and for an objective (``val/objective``).
     """
 
     def __init__(
@@ -164,12 +216,14 @@ class SEDTask(pl.LightningModule):
         task: TaskConfig | None = None,
         optim: OptimConfig | None = None,
         evaluator: Evaluator | None = None,
+        validation: ValidationConfig | None = None,
     ):
         super().__init__()
         self.model = model
         self.task_config = task or TaskConfig()
         self.optim_config = optim or OptimConfig()
         self.evaluator = evaluator
+        self.validation_config = validation or ValidationConfig()
         apply_trainable(self.model, self.task_config.trainable_blocks)
         self.ema: SEDModel | None = None
         if self.task_config.consistency.enabled:
@@ -177,12 +231,14 @@ class SEDTask(pl.LightningModule):
             for p in self.ema.parameters():
                 p.requires_grad_(False)
             self.ema.eval()
+        if self.validation_config.validates_teacher() and self.ema is None:
+            raise ValueError("validation names the mean teacher (teacher/…), but task.consistency is not enabled")
         for block in frozen_modules(self.model):
             block.eval()
+        warp = self.task_config.freq_warp
+        self._warp = RandomResizeCrop.frequency_warp((warp.min_scale, 1.0))
         self._lr: np.ndarray | None = None
-        self._val_scores: dict[str, np.ndarray] = {}
-        self._val_loss: list[Tensor] = []  # per batch: strong BCE sum, its count, weak BCE sum, its count
-        self._val_weak: list[tuple[Tensor, Tensor]] = []
+        self._val: dict[str, _ValidationTally] = {}
 
     # ----------------------------------------------------------------- modes
     def _fixed_modules(self) -> list[nn.Module]:
@@ -214,49 +270,85 @@ class SEDTask(pl.LightningModule):
         return max(1, math.ceil(total / max(1, self.trainer.max_epochs or 1)))
 
     def lr_schedule(self) -> np.ndarray:
+        """Per-step factors × each parameter group's peak rate (:func:`~atst_sed.training.schedules.lr_factors`)."""
         if self._lr is None:
+            o = self.optim_config
             total = max(1, int(self.trainer.estimated_stepping_batches))
-            warmup = int(round(self.optim_config.warmup_epochs * self.steps_per_epoch))
-            self._lr = cosine_schedule(self.optim_config.lr, self.optim_config.final_lr, total, min(warmup, total))
+            warmup = int(round(o.warmup_epochs * self.steps_per_epoch))
+            self._lr = lr_factors(total, min(warmup, total), o.warmup, o.decay, o.final_lr / o.lr if o.lr else 0.0)
         return self._lr
+
+    def _lr_factor(self) -> float:
+        schedule = self.lr_schedule()
+        return float(schedule[min(self.global_step, len(schedule) - 1)])
 
     def consistency_weight(self) -> float:
         c = self.task_config.consistency
-        ramp_steps = c.rampup_epochs * self.steps_per_epoch
-        t = 1.0 if ramp_steps <= 0 else min(1.0, self.global_step / ramp_steps)
-        return c.max_weight * math.exp(-5.0 * (1.0 - t) ** 2)
+        ramp_steps = int(round(c.rampup_epochs * self.steps_per_epoch))
+        return c.max_weight * float(exponential_rampup(self.global_step, ramp_steps))
 
     def configure_optimizers(self):
-        groups = parameter_groups(self.model, self.optim_config.layer_decay)
         o = self.optim_config
+        groups = parameter_groups(self.model, o)
         for g in groups:
-            g["lr"] = o.lr * g["lr_scale"]
+            g["lr"] = g["peak_lr"]
         if o.name == "adamw":
             return torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay)
+        if o.name == "adam":
+            return torch.optim.Adam(groups, lr=o.lr, betas=(0.9, 0.999), weight_decay=o.weight_decay)
         return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        schedule = self.lr_schedule()
-        lr = float(schedule[min(self.global_step, len(schedule) - 1)])
+        factor = self._lr_factor()
         for opt in self.trainer.optimizers:
             for g in opt.param_groups:
-                g["lr"] = lr * g.get("lr_scale", 1.0)
+                g["lr"] = factor * g.get("peak_lr", self.optim_config.lr)
 
     # ----------------------------------------------------------------- training
-    def forward(self, features: Tensor, frame_lengths: Tensor | None = None) -> SEDOutput:
-        return self.model(features, frame_lengths)
+    def forward(self, *inputs: Any) -> SEDOutput:
+        return self.model(*inputs)
 
-    def with_features(self, batch: dict) -> dict:
-        """The batch with the model's input added: ``features`` and ``frame_lengths`` computed by
-        the model's frontend from ``waveforms`` / ``lengths`` (on the batch's device, no autograd)."""
-        features, frame_lengths = self.model.features(batch["waveforms"], batch["lengths"])
-        return {**batch, "features": features, "frame_lengths": frame_lengths}
+    def with_inputs(self, batch: dict) -> dict:
+        """The batch with the model's input added as ``inputs`` (:meth:`SEDModel.features` of
+        ``waveforms`` / ``lengths``, on the batch's device, no autograd; ``model(*inputs)``)."""
+        return {**batch, "inputs": self.model.features(batch["waveforms"], batch["lengths"])}
 
-    def _maybe_mixup(self, batch: dict) -> dict:
-        m = self.task_config.mixup
+    def augment(self, batch: dict) -> dict:
+        """Mixup and frequency warp of a training batch (each on its share of the batches).
+
+        Adds ``teacher_inputs`` (the mean teacher's input: the student's, or the clean one —
+        :attr:`ConsistencyConfig.teacher_input`) and ``mix`` ((λ (B,), perm (B,)) when mixed, else None)."""
+        c, m, w = self.task_config.consistency, self.task_config.mixup, self.task_config.freq_warp
+        clean = batch["inputs"]
+        mix = None
         if m.prob > 0 and random.random() < m.prob:
-            batch, _, _ = mixup_batch(batch, m.alpha, m.mix_unlabeled)
-        return batch
+            batch, lam, perm = mixup_batch(batch, m.alpha, m.mix_unlabeled)
+            mix = (lam, perm)
+        teacher = clean if c.teacher_input == "clean" else None
+        if w.prob > 0 and random.random() < w.prob:
+            groups = label_groups(batch)
+            batch = {**batch, "inputs": self.freq_warp(batch["inputs"], groups)}
+            if teacher is not None:
+                teacher = self.freq_warp(teacher, groups)  # drawn anew: the teacher's warp differs
+        return {**batch, "teacher_inputs": batch["inputs"] if teacher is None else teacher, "mix": mix}
+
+    def freq_warp(self, inputs: Any, groups: Tensor) -> Any:
+        """``inputs`` with the warped field (:class:`FreqWarpConfig`) warped, one draw per label group."""
+        name = self.task_config.freq_warp.field
+        fields = list(inputs._fields) if hasattr(inputs, "_fields") else None
+        if name is not None and (fields is None or name not in fields):
+            raise ValueError(f"task.freq_warp.field {name!r} is not a field of the model's input ({fields})")
+        index = 0 if name is None else fields.index(name)
+        x = inputs if isinstance(inputs, Tensor) else inputs[index]
+        warped = x.clone()
+        for g in torch.unique(groups).tolist():
+            rows = groups == g
+            warped[rows] = self._warp(x[rows].float()).to(x.dtype)
+        if isinstance(inputs, Tensor):
+            return warped
+        values = list(inputs)
+        values[index] = warped
+        return type(inputs)(*values) if fields is not None else type(inputs)(values)
 
     def extra_loss(self, batch: Mapping[str, Any], out: SEDOutput, valid: Tensor) -> tuple[Tensor | None, dict[str, Tensor]]:
         """Hook for subclasses (distillation); returns (loss to mix in, values to log)."""
@@ -266,8 +358,8 @@ class SEDTask(pl.LightningModule):
         return supervised if extra is None else supervised + extra
 
     def compute_loss(self, batch: dict) -> tuple[Tensor, dict[str, Tensor]]:
-        """Training loss of one (already augmented) batch and the values to log."""
-        out = self.model(batch["features"], batch.get("frame_lengths"))
+        """Training loss of one (already augmented, :meth:`augment`) batch and the values to log."""
+        out = self.model(*batch["inputs"])
         valid = out.valid
         t = self.task_config
         sup = supervised_loss(
@@ -277,9 +369,15 @@ class SEDTask(pl.LightningModule):
         extra, logs = self.extra_loss(batch, out, valid)
         loss = self.combine(sup.total, extra)
         if self.ema is not None:
+            c = t.consistency
             with torch.no_grad():
-                teacher_out = self.ema(batch["features"], batch.get("frame_lengths"))
-            cons = consistency_loss(out, teacher_out, valid)
+                teacher_out = self.ema(*batch.get("teacher_inputs", batch["inputs"]))
+            mix = batch.get("mix")
+            if c.ict and mix is not None:
+                lam, perm = mix
+                cons = c.ict_scale * ict_loss(out, teacher_out, lam, perm, label_groups(batch), valid, c.clip_weight)
+            else:
+                cons = consistency_loss(out, teacher_out, valid, c.clip_weight)
             weight = self.consistency_weight()
             loss = loss + weight * cons
             logs["train/consistency"] = cons.detach()
@@ -288,11 +386,10 @@ class SEDTask(pl.LightningModule):
         return loss, logs
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        loss, logs = self.compute_loss(self._maybe_mixup(self.with_features(batch)))
+        loss, logs = self.compute_loss(self.augment(self.with_inputs(batch)))
         bs = batch["waveforms"].shape[0]
         self.log_dict(logs, batch_size=bs, on_step=True, on_epoch=True)
-        schedule = self.lr_schedule()
-        self.log("lr", float(schedule[min(self.global_step, len(schedule) - 1)]), batch_size=bs, on_step=True, on_epoch=False)
+        self.log("lr", self._lr_factor() * self.optim_config.lr, batch_size=bs, on_step=True, on_epoch=False)
         return loss
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
@@ -308,51 +405,58 @@ class SEDTask(pl.LightningModule):
         ema_update(self.ema, self.model, alpha)
 
     # ----------------------------------------------------------------- validation
+    def _validated_models(self) -> dict[str, nn.Module]:
+        """Metric prefix → model: the student (no prefix) and, when asked for, the mean teacher."""
+        models: dict[str, nn.Module] = {"": self.model}
+        if self.ema is not None and self.validation_config.validates_teacher():
+            models[TEACHER] = self.ema
+        return models
+
     def on_validation_epoch_start(self) -> None:
-        self._val_scores = {}
-        self._val_loss = []
-        self._val_weak = []
+        self._val = {prefix: _ValidationTally() for prefix in self._validated_models()}
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        batch = self.with_features(batch)
-        out = self.model(batch["features"], batch["frame_lengths"])
-        valid = out.valid
-        has_strong = batch.get("has_strong", torch.ones(out.frame_probs.shape[0], dtype=torch.bool, device=self.device))
+        batch = self.with_inputs(batch)
+        n = batch["waveforms"].shape[0]
+        has_strong = batch.get("has_strong", torch.ones(n, dtype=torch.bool, device=self.device))
         has_weak = batch.get("has_weak", has_strong)
-        sup = supervised_loss(out, batch["strong"], batch["weak"], has_strong, has_weak, valid, weak_on_strong_clips=True)
-        # sums and counts, so that the epoch's loss does not depend on how clips fall into batches
-        self._val_loss.append(torch.stack([sup.strong.detach() * sup.strong_count, sup.strong_count,
-                                           sup.weak.detach() * sup.weak_count, sup.weak_count]).double())
-        weak_only = has_weak & ~has_strong
-        if weak_only.any():  # held-out weak clips: clip-level F1 only
-            self._val_weak.append((out.clip_probs[weak_only].float().cpu(), batch["weak"][weak_only].float().cpu()))
-        if self.evaluator is not None:
-            probs = out.frame_probs.float().cpu().numpy()
-            n_valid = valid.sum(dim=1).cpu().numpy()
-            for name, p, n, strong in zip(batch["filenames"], probs, n_valid, has_strong.cpu().tolist()):
-                if strong:
-                    self._val_scores[name] = p[: int(n)]
+        for prefix, model in self._validated_models().items():
+            out = model(*batch["inputs"])
+            self._val[prefix].add(out, batch, has_strong, has_weak, keep_scores=self.evaluator is not None)
 
     def on_validation_epoch_end(self) -> None:
+        metrics: dict[str, float] = {}
+        for prefix, tally in self._val.items():
+            metrics.update({prefix + k: v for k, v in self._epoch_metrics(tally).items()})
+        if self.validation_config.objective and not self.trainer.sanity_checking:
+            try:
+                metrics["objective"] = objective_value(self.validation_config.objective, metrics)
+            except KeyError as err:
+                raise AtstSedError(str(err.args[0])) from None
+        for name, value in metrics.items():
+            self.log(f"val/{name}", float(value), prog_bar=name in ("loss", "psds1", "psds2", "objective"),
+                     sync_dist=False, rank_zero_only=False)
+
+    def _epoch_metrics(self, tally: "_ValidationTally") -> dict[str, float]:
+        """One model's validation metrics over every rank's share of the clips."""
         # frame BCE over every strong frame + clip BCE over every weakly labelled clip, all ranks' shares
-        sums = torch.stack(self._val_loss).sum(0) if self._val_loss else torch.zeros(4, dtype=torch.float64, device=self.device)
-        s_sum, s_n, w_sum, w_n = self.trainer.strategy.reduce(sums, reduce_op="sum")
-        loss = s_sum / s_n.clamp(min=1) + w_sum / w_n.clamp(min=1)
-        self.log("val/loss", float(loss), prog_bar=True, rank_zero_only=False)
+        sums = torch.stack(tally.loss).sum(0) if tally.loss else torch.zeros(4, dtype=torch.float64)
+        s_sum, s_n, w_sum, w_n = self.trainer.strategy.reduce(sums.to(self.device), reduce_op="sum")
+        metrics = {"loss": float(s_sum / s_n.clamp(min=1) + w_sum / w_n.clamp(min=1))}
         # Every rank takes part in every gather (a rank's share may hold no weak or no strong clip).
-        weak = [pair for part in self._from_all_ranks(self._val_weak) for pair in part]
+        weak = [pair for part in self._from_all_ranks(tally.weak) for pair in part]
         if weak:
             probs, targets = (torch.cat(parts) for parts in zip(*weak))
-            self.log("val/weak_f1", weak_macro_f1(probs, targets), sync_dist=False, rank_zero_only=False)
+            metrics["weak_f1"] = weak_macro_f1(probs, targets)
+            metrics["weak_loss"] = float(torch.nn.functional.binary_cross_entropy(probs.double(), targets.double()))
         if self.evaluator is None:
-            return
-        # every rank gathers all clips, so every rank logs the same PSDS
-        scores = {k: v for part in self._from_all_ranks(self._val_scores) for k, v in part.items()}
+            return metrics
+        # every rank gathers all clips, so every rank logs the same metrics
+        scores = {k: v for part in self._from_all_ranks(tally.scores) for k, v in part.items()}
         if self.trainer.sanity_checking or not scores:
-            return
-        metrics = self.evaluator(scores)
-        for name, value in metrics.items():
-            self.log(f"val/{name}", float(value), prog_bar=name in ("psds1", "psds2"), sync_dist=False, rank_zero_only=False)
+            return metrics
+        metrics.update({k: float(v) for k, v in self.evaluator(scores).items()})
+        return metrics
 
     def _from_all_ranks(self, obj: Any) -> list[Any]:
         """``obj`` of every rank (``[obj]`` without DDP); a collective call under DDP."""
@@ -380,3 +484,29 @@ class SEDTask(pl.LightningModule):
             kind, keys, pos, has_gauss, gauss = states["numpy"]
             np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
             random.setstate(states["python"])
+
+
+class _ValidationTally:
+    """One model's validation outputs of an epoch: loss sums, held-out weak clips' clip
+    probabilities, the strong clips' frame scores."""
+
+    def __init__(self) -> None:
+        self.loss: list[Tensor] = []  # per batch: strong BCE sum, its count, weak BCE sum, its count
+        self.weak: list[tuple[Tensor, Tensor]] = []
+        self.scores: dict[str, np.ndarray] = {}
+
+    def add(self, out: SEDOutput, batch: Mapping[str, Any], has_strong: Tensor, has_weak: Tensor, keep_scores: bool) -> None:
+        valid = out.valid
+        sup = supervised_loss(out, batch["strong"], batch["weak"], has_strong, has_weak, valid, weak_on_strong_clips=True)
+        # sums and counts, so that the epoch's loss does not depend on how clips fall into batches
+        self.loss.append(torch.stack([sup.strong.detach() * sup.strong_count, sup.strong_count,
+                                      sup.weak.detach() * sup.weak_count, sup.weak_count]).double().cpu())
+        weak_only = has_weak & ~has_strong
+        if weak_only.any():  # held-out weak clips: clip-level metrics only
+            self.weak.append((out.clip_probs[weak_only].float().cpu(), batch["weak"][weak_only].float().cpu()))
+        if keep_scores:
+            probs = out.frame_probs.float().cpu().numpy()
+            n_valid = valid.sum(dim=1).cpu().numpy()
+            for name, p, n, strong in zip(batch["filenames"], probs, n_valid, has_strong.cpu().tolist()):
+                if strong:
+                    self.scores[name] = p[: int(n)]

@@ -1,4 +1,5 @@
-"""SED training losses: masked supervised BCE, C2F/F2C distillation, mean-teacher consistency, mixup.
+"""SED training losses: masked supervised BCE, C2F/F2C distillation, mean-teacher and interpolation
+consistency, mixup.
 
 All losses are computed in float32 (autocast off), whatever precision the forward pass ran in.
 Shapes: frame tensors (B, N, C) time-major, clip tensors (B, C), masks (B,) or (B, N) bool (a
@@ -7,7 +8,7 @@ model's :attr:`SEDOutput.valid` marks each clip's frames).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -84,12 +85,43 @@ def distillation_loss(
         return frame_weight * frame + clip_weight * clip
 
 
-def consistency_loss(student: SEDOutput, teacher: SEDOutput, valid: Tensor) -> Tensor:
-    """Mean-teacher consistency: MSE(frame probs) over valid frames + MSE(clip probs), whole batch."""
+def consistency_loss(student: SEDOutput, teacher: SEDOutput, valid: Tensor, clip_weight: float = 1.0) -> Tensor:
+    """Mean-teacher consistency over the whole batch: MSE(frame probs) over valid frames
+    + ``clip_weight`` · MSE(clip probs) (DCASE baseline, ATST-SED stage 1: 1; stage 2: ½)."""
     with torch.autocast(device_type=student.frame_probs.device.type, enabled=False):
         frame = _masked_mean((student.frame_probs.float() - teacher.frame_probs.detach().float()) ** 2, valid[..., None])
         clip = F.mse_loss(student.clip_probs.float(), teacher.clip_probs.detach().float())
-        return frame + clip
+        return frame + clip_weight * clip
+
+
+def ict_loss(student: SEDOutput, teacher: SEDOutput, lam: Tensor, perm: Tensor, groups: Tensor, valid: Tensor,
+             clip_weight: float = 0.5) -> Tensor:
+    """Interpolation consistency (ICT, ATST-SED stage 2): the student's output on the mixed-up input
+    against the teacher's outputs on the *un-mixed* input, mixed with the same ``lam`` (B,) and
+    ``perm`` (B,) — ``clamp(λ·t + (1 − λ)·t[perm], 0, 1)``. Per label group (``groups`` (B,), see
+    :func:`label_groups`): MSE(frames, over valid frames) + ``clip_weight`` · MSE(clips); the mean
+    over the groups present. (ATST-SED sums the three groups, divides by 6 and weighs by w/4: the
+    recipe's ``ict_scale`` 1/8 with all groups present.)"""
+    with torch.autocast(device_type=student.frame_probs.device.type, enabled=False):
+        lf = lam.float().to(student.frame_probs.device)
+        t_frame, t_clip = teacher.frame_probs.detach().float(), teacher.clip_probs.detach().float()
+        target_frame = (lf[:, None, None] * t_frame + (1 - lf[:, None, None]) * t_frame[perm]).clamp(0, 1)
+        target_clip = (lf[:, None] * t_clip + (1 - lf[:, None]) * t_clip[perm]).clamp(0, 1)
+        frame_err = (student.frame_probs.float() - target_frame) ** 2
+        clip_err = (student.clip_probs.float() - target_clip) ** 2
+        terms = []
+        for g in torch.unique(groups).tolist():
+            rows = groups == g
+            frame = _masked_mean(frame_err[rows], valid[rows][..., None])
+            terms.append(frame + clip_weight * clip_err[rows].mean())
+        return torch.stack(terms).mean()
+
+
+def label_groups(batch: dict) -> Tensor:
+    """(B,) long label group per clip: 0 strong, 1 weak only, 2 unlabeled (mixup, ICT and frequency
+    warp act per group, as DESED_task and ATST-SED do)."""
+    has_strong, has_weak = batch["has_strong"], batch["has_weak"]
+    return torch.where(has_strong, 0, torch.where(has_weak, 1, 2)).long()
 
 
 def group_permutation(groups: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -104,26 +136,33 @@ def group_permutation(groups: Tensor, generator: torch.Generator | None = None) 
     return perm
 
 
-def _mix(features: Tensor | tuple[Tensor, ...], lam: Tensor, perm: Tensor) -> Tensor | tuple[Tensor, ...]:
-    """``lam · x + (1 − lam) · x[perm]`` per sample, on a feature tensor or each of a model's several."""
-    if isinstance(features, (tuple, list)):
-        return type(features)(_mix(f, lam, perm) for f in features)
-    lf = lam.to(features.dtype).view(-1, *([1] * (features.dim() - 1)))
-    return lf * features + (1 - lf) * features[perm]
+def mix_inputs(inputs: Any, lam: Tensor, perm: Tensor) -> Any:
+    """``lam · x + (1 − lam) · x[perm]`` per sample on a model's input: a tensor (B, …), or a tuple /
+    NamedTuple of them (:meth:`SEDModel.features`), whose float fields of ≥ 2 dims are mixed and
+    whose integer (B,) fields (valid lengths) become the longer of the two clips'; None stays None."""
+    if isinstance(inputs, Tensor):
+        if inputs.is_floating_point() and inputs.dim() >= 2:
+            lf = lam.to(inputs.dtype).view(-1, *([1] * (inputs.dim() - 1)))
+            return lf * inputs + (1 - lf) * inputs[perm]
+        if inputs.dim() == 1 and not inputs.is_floating_point():
+            return torch.maximum(inputs, inputs[perm])
+        return inputs
+    if isinstance(inputs, (tuple, list)):
+        fields = [None if x is None else mix_inputs(x, lam, perm) for x in inputs]
+        return type(inputs)(*fields) if hasattr(inputs, "_fields") else type(inputs)(fields)
+    return inputs
 
 
 def mixup_batch(
     batch: dict, alpha: float = 0.2, mix_unlabeled: bool = False, generator: torch.Generator | None = None
 ) -> tuple[dict, Tensor, Tensor]:
-    """Mixup on ``features`` (a model's input: one tensor (B, …) or a tuple of them) with soft
-    targets, within label groups (strong / weak-only / unlabeled),
-    one λ ~ Beta(α, α) per group (DESED convention). Returns (mixed batch, lam (B,), perm (B,)).
+    """Mixup on ``inputs`` (the model's input, :func:`mix_inputs`) with soft targets, within label
+    groups (strong / weak-only / unlabeled, :func:`label_groups`), one λ ~ Beta(α, α) per group
+    (DESED convention). Returns (mixed batch, lam (B,), perm (B,)).
 
-    Unlabeled clips are mixed only when ``mix_unlabeled``. ``frame_lengths`` becomes the longer of
-    the two mixed clips.
+    Unlabeled clips are mixed only when ``mix_unlabeled`` (ATST-SED; the DCASE 2022 baseline does not).
     """
-    has_strong, has_weak = batch["has_strong"], batch["has_weak"]
-    groups = torch.where(has_strong, 0, torch.where(has_weak, 1, 2)).long()
+    groups = label_groups(batch)
     perm = group_permutation(groups, generator)
     beta = torch.distributions.Beta(torch.tensor(float(alpha)), torch.tensor(float(alpha)))
     lam_group = beta.sample((3,)).to(groups.device)
@@ -132,10 +171,8 @@ def mixup_batch(
         lam = torch.where(groups == 2, torch.ones_like(lam), lam)
         perm = torch.where(groups == 2, torch.arange(len(perm), device=perm.device), perm)
     out = dict(batch)
-    out["features"] = _mix(batch["features"], lam, perm)
+    out["inputs"] = mix_inputs(batch["inputs"], lam, perm)
     ls = lam.to(batch["strong"].dtype)
     out["strong"] = ls[:, None, None] * batch["strong"] + (1 - ls[:, None, None]) * batch["strong"][perm]
     out["weak"] = ls[:, None] * batch["weak"] + (1 - ls[:, None]) * batch["weak"][perm]
-    if batch.get("frame_lengths") is not None:
-        out["frame_lengths"] = torch.maximum(batch["frame_lengths"], batch["frame_lengths"][perm])
     return out, lam, perm

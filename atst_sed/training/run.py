@@ -46,8 +46,9 @@ from atst_sed.training.distill import DistillTask
 from atst_sed.training.finetune import SEDTask
 from atst_sed.training.provenance import run_manifest
 from atst_sed.training.run_config import RunConfig, StageConfig, frontend_config, resolve_config, stage_config
-from atst_sed.training.scoring import score_batches, validation_psds, write_test_outputs
+from atst_sed.training.scoring import score_batches, write_test_outputs
 from atst_sed.training.trainer import build_trainer, is_main_process, uses_gpu
+from atst_sed.training.validation import SetMetrics, ValidationSet
 
 log = logging.getLogger(__name__)
 
@@ -240,12 +241,14 @@ class Run:
         return loaded.model
 
     def initial_model(self, st: StageConfig, cfg: RunConfig) -> SEDModel:
-        """The model a stage starts from, carrying the stage's decoding settings."""
+        """The model a stage starts from, carrying the stage's decoding settings and its way with
+        short clips (``data.short_clips``; both travel in its checkpoints)."""
         if st.init is not None:
             model = self.stage_model(st.init)
         else:
             model = build_model(cfg.models[st.model], self.classes, frontend_config(cfg))
         model.decoding = self.stage_decoding(cfg)
+        model.short_clips = cfg.data.short_clips
         return model
 
     # ------------------------------------------------------------------ evaluation helpers
@@ -303,6 +306,7 @@ class Run:
             source = earlier[-1] if earlier else None
         if source is None:
             models = {"student": build_model(cfg.models[st.model], self.classes, frontend_config(cfg))}
+            models["student"].short_clips = cfg.data.short_clips
         else:
             models = {"student": self.stage_model(source)}
             teacher = self.stage_teacher(source)
@@ -313,28 +317,25 @@ class Run:
         out.update({k: results["student"].get(k) for k in ("psds1", "psds2")})
         return out
 
-    def evaluator(self, cfg: RunConfig, grid: FrameGrid):
-        """The validation metrics of a stage whose model's frames lie on ``grid`` (None: loss only)."""
-        if cfg.validation.metrics != "psds":
+    def evaluator(self, cfg: RunConfig, grid: FrameGrid) -> SetMetrics | None:
+        """The metrics of the strong validation sets for a stage whose model's frames lie on ``grid``
+        (None: the task's losses and weak F1 only)."""
+        v = cfg.validation
+        wanted = v.set_metrics()
+        if not wanted:
             return None
         dm = self.data(cfg, grid)
-        gt, dur = dm.ground_truth("val"), dm.durations("val")
-        median = cfg.validation.median_filter if cfg.validation.median_filter is not None else cfg.decoding.median_filter
-        classes = self.classes
-        n, which = cfg.validation.n_thresholds, cfg.validation.evaluator
-
-        def evaluate(scores):
-            return validation_psds(scores, gt, dur, classes, median, grid, n, which)
-
-        return evaluate
+        sets = [ValidationSet(name, dm.ground_truth(name), dm.durations(name)) for name in cfg.data.val_sets]
+        median = v.median_filter if v.median_filter is not None else cfg.decoding.median_filter
+        return SetMetrics(sets, self.classes, grid, wanted, median, v.n_thresholds, v.evaluator)
 
     # ------------------------------------------------------------------ training
     def build_task(self, st: StageConfig, cfg: RunConfig) -> SEDTask:
         model = self.initial_model(st, cfg)
         if st.kind == "distill":
             teacher = self.distillation_teacher(st)
-            return DistillTask(model, teacher, cfg.task, cfg.optim, cfg.distill, self.evaluator(cfg, model.grid))
-        return SEDTask(model, cfg.task, cfg.optim, self.evaluator(cfg, model.grid))
+            return DistillTask(model, teacher, cfg.task, cfg.optim, cfg.distill, self.evaluator(cfg, model.grid), cfg.validation)
+        return SEDTask(model, cfg.task, cfg.optim, self.evaluator(cfg, model.grid), cfg.validation)
 
     def trainer(
         self, name: str, cfg: RunConfig, extra_callbacks: list[pl.Callback] | None = None, start: ResumePoint = ResumePoint(0, 0)

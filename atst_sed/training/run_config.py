@@ -31,6 +31,7 @@ from atst_sed.frontend import FrontendConfig
 from atst_sed.models.factory import ModelConfig
 from atst_sed.training.distill import DistillConfig
 from atst_sed.training.finetune import OptimConfig, TaskConfig
+from atst_sed.training.validation import ValidationConfig
 
 log = logging.getLogger(__name__)
 
@@ -67,29 +68,6 @@ class DecodingConfig:
     median_filter: int | list[int] = DEFAULT_MEDIAN_FILTER
     thresholds: float | list[float] = DEFAULT_THRESHOLD
     n_test_thresholds: int = 50
-
-
-@dataclass
-class ValidationConfig:
-    """Per-epoch validation. ``metrics``: ``psds`` (PSDS1/PSDS2 on the validation set, psds_eval over
-    ``n_thresholds`` operating points; fewer = faster) or ``loss`` (validation BCE only).
-    ``monitor``/``mode`` choose the best checkpoint (default val/psds1 max, or val/loss min; with
-    ``data.weak_val_fraction`` > 0 also val/weak_f1, the held-out weak clips' macro F1).
-    ``median_filter`` None = decoding.median_filter (audiossl validates with 3). ``evaluator``:
-    ``psds_eval`` (operating points, as DCASE 2022) or ``sed_scores_eval`` (threshold-free; several
-    times faster — the fast path for CPU runs)."""
-
-    metrics: Literal["psds", "loss"] = "psds"
-    monitor: str | None = None
-    mode: Literal["min", "max"] | None = None
-    median_filter: int | list[int] | None = 3
-    n_thresholds: int = 50
-    evaluator: Literal["psds_eval", "sed_scores_eval"] = "psds_eval"
-
-    def resolved_monitor(self) -> tuple[str, str]:
-        monitor = self.monitor or ("val/psds1" if self.metrics == "psds" else "val/loss")
-        mode = self.mode or ("min" if monitor.endswith("loss") else "max")
-        return monitor, mode
 
 
 @dataclass
@@ -174,9 +152,24 @@ def default_config_dict() -> dict[str, Any]:
     return to_dict(RunConfig())
 
 
+#: Mappings that are one value each: a recipe, stage or command line that sets one replaces it whole
+#: (a stage's objective must not add its terms to the run's, nor its batch sizes keep another's sets).
+WHOLE_VALUES = (("data", "batch_sizes"), ("optim", "rates"), ("validation", "objective"))
+
+
+def merge_sections(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` over ``base`` key by key (:func:`deep_merge`), :data:`WHOLE_VALUES` replaced whole."""
+    merged = deep_merge(base, override)
+    for section, key in WHOLE_VALUES:
+        value = (override.get(section) or {}).get(key) if isinstance(override.get(section), dict) else None
+        if value is not None:
+            merged[section] = {**merged[section], key: value}
+    return merged
+
+
 def merge_recipe(base: dict[str, Any], recipe: dict[str, Any]) -> dict[str, Any]:
     """Recipe over defaults: sections merge key by key, but a recipe's ``stages`` replace the default list."""
-    merged = deep_merge(base, {k: v for k, v in recipe.items() if k != "stages"})
+    merged = merge_sections(base, {k: v for k, v in recipe.items() if k != "stages"})
     if "stages" in recipe:
         merged["stages"] = recipe["stages"]
     return merged
@@ -210,7 +203,7 @@ def resolve_config(data: dict[str, Any], overrides: list[str] | None, where: str
         command_line = parse_overrides(list(overrides or []))
     except ValueError as err:
         raise AtstSedError(str(err)) from None
-    merged, replaced = _command_line_over_stages(deep_merge(data, command_line), command_line)
+    merged, replaced = _command_line_over_stages(merge_sections(data, command_line), command_line)
     missing = missing_keys(merged)
     if missing:
         more = f" (and {', '.join(missing[1:])})" if len(missing) > 1 else ""
@@ -222,7 +215,7 @@ def resolve_config(data: dict[str, Any], overrides: list[str] | None, where: str
         if not over:
             continue
         try:
-            from_dict(RunConfig, deep_merge(sections, over))
+            from_dict(RunConfig, merge_sections(sections, over))
         except ConfigError as err:
             raise AtstSedError(ConfigError(f"stages.{name}.overrides.{err.key}".rstrip("."), err.problem, err.origin).located(where)) from None
     for note in replaced:
@@ -284,7 +277,7 @@ def stage_config(cfg: RunConfig, stage: str) -> RunConfig:
     over = cfg.stages[stage].overrides
     if not over:
         return cfg
-    return build_config(deep_merge(to_dict(cfg), over), f"stages.{stage}.overrides")
+    return build_config(merge_sections(to_dict(cfg), over), f"stages.{stage}.overrides")
 
 
 def frontend_config(cfg: RunConfig, where: str = "config") -> FrontendConfig:

@@ -12,8 +12,9 @@ import pytorch_lightning as pl
 import torch
 
 from atst_sed.data import DataConfig, SEDDataModule
-from atst_sed.data.corpus import SETS
-from atst_sed.data.datasets import ClipDataset, ProportionalBatchSampler, RankShard, holdout_split, split_batch
+from atst_sed.data.corpus import SETS, read_manifest
+from atst_sed.data.datasets import ClipDataset, ProportionalBatchSampler, RankShard, split_batch
+from atst_sed.data.splits import holdout_split
 from atst_sed.errors import InputError
 from atst_sed.events import read_strong_tsv
 from atst_sed.frontend import LogMelFrontend
@@ -145,10 +146,10 @@ def _copy_corpus(src, dst):
     for part in ("metadata", "manifests"):
         shutil.copytree(src / part, dst / part)
     shutil.copy(src / "fingerprint.json", dst / "fingerprint.json")
-    for name in SETS:
-        if (src / SETS[name].audio).is_dir():
-            (dst / SETS[name].audio).parent.mkdir(parents=True, exist_ok=True)
-            (dst / SETS[name].audio).symlink_to(src / SETS[name].audio)
+    for folder in dict.fromkeys(spec.audio for spec in SETS.values()):  # parts of a set share its folder
+        if (src / folder).is_dir():
+            (dst / folder).parent.mkdir(parents=True, exist_ok=True)
+            (dst / folder).symlink_to(src / folder)
     return dst
 
 
@@ -300,3 +301,33 @@ def test_training_data_names_each_set_of_a_pool_in_the_batches():
     everything = DataConfig()
     assert [line.split(":")[0] for line in training_data(everything, {})] == ["synth_train", "weak", "unlabeled"]
     assert training_data(everything, {})[2] == "unlabeled: audio/train/unlabel_in_domain_16k (no labels)"
+
+
+def test_four_sources_with_their_own_batch_sizes(tiny_corpus):
+    """ATST-SED's batches: synthetic strong / real strong / weak / unlabeled, one count per set."""
+    sizes = {"synth_train": 3, "strong_real_train": 2, "weak": 2, "unlabeled": 4}
+    dm = _dm(tiny_corpus, batch_sizes=sizes, val_set=["synth_val", "strong_real_val"], weak_val_fraction=0.25)
+    assert dm.config.clips_per_batch == 11
+    batches = list(dm.train_dataloader())
+    # the smallest source decides the epoch: 9 of 12 weak clips train (3 held out) → 9 // 2 = 4 batches
+    assert len(batches) == dm.steps_per_epoch() == 4
+    real_train = set(read_manifest(tiny_corpus, "strong_real_train")["filename"])
+    for b in batches:
+        kinds = ["synth" if f.startswith("synth_train") else "real" if f in real_train else f.split("_0")[0] for f in b["filenames"]]
+        assert kinds == ["synth"] * 3 + ["real"] * 2 + ["weak"] * 2 + ["unlabeled"] * 4
+        assert b["has_strong"].tolist() == [True] * 5 + [False] * 6
+        assert b["has_weak"].tolist() == [True] * 7 + [False] * 4
+        torch.testing.assert_close(b["weak"][:5], b["strong"][:5].amax(dim=1))
+    # validation: both strong sets in order, then the held-out weak clips; each set's ground truth alone too
+    dm.setup("validate")
+    val_names = [f for b in dm.val_dataloader() for f in b["filenames"]]
+    synth_val, real_val = dm.clips("synth_val"), dm.clips("strong_real_val")
+    assert val_names[: len(synth_val) + len(real_val)] == synth_val + real_val and len(val_names) == 12 + 2 + 3
+    assert set(dm.ground_truth("val")["filename"]) == set(synth_val) | set(real_val)
+    assert set(dm.ground_truth("strong_real_val")["filename"]) == set(real_val)
+    assert dm.durations("val").keys() == set(synth_val) | set(real_val)
+    with pytest.raises(ValueError, match="unknown set"):
+        DataConfig(batch_sizes={"synth": 3})
+    with pytest.raises(ValueError, match="positive sum"):
+        DataConfig(batch_sizes={"weak": 0})
+

@@ -178,3 +178,128 @@ def test_download_without_desed_is_one_clear_error(tmp_path, monkeypatch, capsys
     err = capsys.readouterr().err
     assert "desed" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert main(["prepare", "dcase22", "--root", str(tmp_path / "none")]) == 2
+
+
+# ------------------------------------------------------------------ the AudioSet strong set and ATST-SED's split
+STRONG_CLIPS = [f"Ystrong{i:02d}_0.000_10.000.wav" for i in range(12)]
+STRONG_GONE = "Ystrong05_0.000_10.000.wav"  # listed in audioset_strong.tsv, no longer on YouTube
+
+
+@pytest.fixture
+def strong_remote(tmp_path):
+    """A fake Zenodo audioset_strong.tsv (12 clips, two events each) and its YouTube clips (one gone)."""
+    base = tmp_path / "strong_remote"
+    base.mkdir()
+    rows = "".join(f"{name}\t{0.5 + i % 3:.3f}\t{4.0 + i % 3:.3f}\tDog\n{name}\t6.000\t9.000\tSpeech\n" for i, name in enumerate(STRONG_CLIPS))
+    (base / "audioset_strong.tsv").write_text("filename\tonset\toffset\tevent_label\n" + rows)
+    (base / "audio").mkdir()
+    for i, name in enumerate(STRONG_CLIPS):
+        if name != STRONG_GONE:
+            sf.write(base / "audio" / name, _tone(10.0, seed=40 + i), SR_REMOTE)
+    return base
+
+
+def _fake_strong_download(monkeypatch, strong_remote, calls):
+    def download_file(url, path):
+        calls.append(url)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(strong_remote / "audioset_strong.tsv", path)
+
+    def download_audioset_files_from_csv(tsv, folder, missing_files_tsv=None):
+        calls.append("strong audio")
+        names = pd.read_csv(tsv, sep="\t")["filename"].unique()
+        shutil.copytree(strong_remote / "audio", folder, dirs_exist_ok=True)
+        gone = [n for n in names if not (strong_remote / "audio" / n).is_file()]
+        pd.DataFrame({"filename": gone, "error": "unavailable"}).to_csv(missing_files_tsv, sep="\t", index=False)
+
+    def download_audioset_data(folder, n_jobs=3, chunk_size=10):  # the other real sets: not part of this check
+        calls.append("real")
+
+    module = types.SimpleNamespace(download_audioset_data=download_audioset_data,
+                                   download=types.SimpleNamespace(download_audioset_files_from_csv=download_audioset_files_from_csv))
+    monkeypatch.setattr(desed, "_import_desed", lambda: module)
+    monkeypatch.setattr(desed, "_download_file", download_file)
+
+
+def _write_list(path, names):
+    path.write_text("filename\tonset\toffset\tevent_label\n" + "".join(f"{n}\t1.0\t2.0\tDog\n" for n in names))
+    return path
+
+
+def test_strong_real_is_prepared_verified_and_split_as_atst_sed(strong_remote, tmp_path, monkeypatch, capsys):
+    calls: list[str] = []
+    _fake_strong_download(monkeypatch, strong_remote, calls)
+    root = tmp_path / "dataset"
+    assert main(["prepare", "dcase22", "--root", str(root), "--download", "--strong-real", "--no-synthetic",
+                 "--jobs", "1"]) == 0
+    assert calls == ["real", desed.STRONG_TSV_URL, "strong audio"]
+    report = json.loads(capsys.readouterr().out)
+    assert report["sets"]["strong_real"] == {"listed": 12, "present": 11, "resampled": 11, "missing": 1}
+    # without ATST-SED's lists: the pandas draw of 373/3373 of the listed clips (gone or not), seed 42
+    drawn_train = set(pd.Series(STRONG_CLIPS).sample(frac=1 - 373 / 3373, random_state=42))
+    val = [n for n in STRONG_CLIPS if n not in drawn_train]
+    assert len(drawn_train) == 11 and len(val) == 1
+    split = report["strong_real_split"]
+    assert split["rule"] == "drawn" and (split["train"], split["val"]) == (11, 1)
+    assert pd.read_csv(root / SETS["strong_real_val"].labels, sep="\t")["filename"].unique().tolist() == val
+    train_present = drawn_train - {STRONG_GONE}
+    assert set(read_manifest(root, "strong_real_train")["filename"]) == train_present
+    assert report["sets"]["strong_real_train"]["present"] == len(train_present)
+    # the gone clip is reported once, under the set the metadata lists it in
+    missing = pd.read_csv(root / "missing_files.tsv", sep="\t")
+    assert missing[["set", "filename"]].values.tolist() == [["strong_real", STRONG_GONE]]
+    assert json.loads((root / "fingerprint.json").read_text())["missing_files"] == 1
+    # labels of each part are strong_real's rows, as written
+    every = pd.read_csv(root / SETS["strong_real"].labels, sep="\t")
+    parts = pd.concat([pd.read_csv(root / SETS[s].labels, sep="\t") for s in ("strong_real_train", "strong_real_val")])
+    assert sorted(map(tuple, parts.values.tolist())) == sorted(map(tuple, every.values.tolist()))
+
+    # a rerun keeps the split and the fingerprint
+    assert main(["prepare", "dcase22", "--root", str(root)]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["fingerprint"] == report["fingerprint"] and again["strong_real_split"] == split
+
+    # ATST-SED's lists: their clips validate, the listed training clips train, the rest stays out
+    val_list = _write_list(tmp_path / "audioset_strong_val.tsv", STRONG_CLIPS[:3] + ["Ynot_in_this_copy_0.000_10.000.wav"])
+    train_list = _write_list(tmp_path / "audioset_strong_train.tsv", STRONG_CLIPS[3:10])
+    assert main(["prepare", "dcase22", "--root", str(root), "--strong-val-list", str(val_list),
+                 "--strong-train-list", str(train_list)]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["strong_real_split"] | {"val_list": None, "train_list": None} == {
+        "rule": "lists", "atst_sed_lists": False, "train": 7, "val": 3, "val_list_unknown": 1, "left_out": 2,
+        "train_list_unknown": 0, "val_list": None, "train_list": None}
+    assert listed["fingerprint"] != report["fingerprint"]
+    assert set(read_manifest(root, "strong_real_val")["filename"]) == set(STRONG_CLIPS[:3])
+    assert set(read_manifest(root, "strong_real_train")["filename"]) == set(STRONG_CLIPS[3:10]) - {STRONG_GONE}
+    durations = pd.read_csv(root / SETS["strong_real_val"].durations, sep="\t")
+    assert sorted(durations["filename"]) == STRONG_CLIPS[:3] and (durations["duration"] == 10.0).all()
+
+    # the DataModule trains on one part and validates on the other
+    dm = SEDDataModule(DataConfig(root=str(root), num_workers=0, batch_size=2, proportions={"strong": 1},
+                                  strong_sets=["strong_real_train"], val_set="strong_real_val", test_set="strong_real_val"),
+                       ATST_GRID)
+    dm.setup()
+    assert set(dm.ground_truth("val")["filename"]) == set(STRONG_CLIPS[:3])
+    batch = next(iter(dm.train_dataloader()))
+    assert set(batch["filenames"]) <= set(STRONG_CLIPS[3:10]) and bool(batch["has_strong"].all())
+
+
+def test_atst_sed_lists_are_recognised_by_their_digest(monkeypatch):
+    from atst_sed.data import splits
+
+    names = [f"Y{i}_0.000_10.000.wav" for i in range(6)]
+    monkeypatch.setitem(splits.ATST_SED_LISTS_SHA256, "val", splits.names_digest(list(reversed(names[:2]))))
+    assert splits.split_strong_real(names, val_list=names[:2])[2]["atst_sed_lists"] is True
+    assert splits.split_strong_real(names, val_list=names[:3])[2]["atst_sed_lists"] is False
+    with pytest.raises(ValueError, match="both"):
+        splits.split_strong_real(names, val_list=names[:2], train_list=names[1:])
+
+
+def test_split_lists_without_strong_labels_are_one_clear_error(remote, tmp_path, monkeypatch, capsys):
+    calls: list[str] = []
+    monkeypatch.setattr(desed, "_import_desed", lambda: _fake_desed(remote, calls))
+    root = tmp_path / "dataset"
+    lst = _write_list(tmp_path / "val.tsv", STRONG_CLIPS[:2])
+    assert main(["prepare", "dcase22", "--root", str(root), "--download", "--no-synthetic", "--strong-val-list", str(lst)]) == 2
+    err = capsys.readouterr().err
+    assert "audioset_strong.tsv" in err and len(err.strip().splitlines()) == 1

@@ -146,3 +146,51 @@ def test_cli_prepare_synth(micro, monkeypatch, tmp_path, capsys):
     assert main(["prepare", "synth", "--root", str(tmp_path / "c"), "--size", "tiny", "--seed", "5"]) == 2
     err = capsys.readouterr().err
     assert "seed 4" in err and "Traceback" not in err
+
+
+def _background_level(path) -> float:
+    """10th percentile of the 50-ms frame RMS: the room, between the events."""
+    wave, _ = sf.read(path)
+    frames = wave[: len(wave) // 800 * 800].reshape(-1, 800)
+    return float(np.percentile(np.sqrt((frames**2).mean(axis=1)), 10))
+
+
+def test_real_strong_stand_in_and_its_atst_sed_split(tiny_corpus):
+    import pandas as pd
+
+    root = tiny_corpus
+    clips = read_manifest(root, "strong_real")
+    assert len(clips) == SIZES["tiny"].strong_real == 16
+    train = read_manifest(root, "strong_real_train")
+    val = read_manifest(root, "strong_real_val")
+    # a seeded draw of 373/3373 of the clips for validation (pandas, seed 42), the rest trains
+    drawn = set(pd.Series(sorted(clips["filename"])).sample(frac=1 - 373 / 3373, random_state=42))
+    assert set(train["filename"]) == drawn and set(val["filename"]) == set(clips["filename"]) - drawn
+    assert len(val) == 2 and set(train["path"]) | set(val["path"]) == set(clips["path"])
+    assert read_durations_tsv(root / SETS["strong_real_val"].durations) == pytest.approx(dict(zip(val["filename"], val["duration"])))
+    every = pd.read_csv(root / SETS["strong_real"].labels, sep="\t")
+    parts = pd.concat([pd.read_csv(root / SETS[s].labels, sep="\t") for s in ("strong_real_train", "strong_real_val")])
+    assert len(parts) == len(every) and set(every["event_label"].dropna()) == set(DESED_CLASSES)
+    # louder rooms than the synthetic soundscapes
+    level = {name: np.median([_background_level(root / p) for p in read_manifest(root, name)["path"]])
+             for name in ("strong_real", "synth_train")}
+    assert level["strong_real"] > 1.2 * level["synth_train"]
+    index = json.loads((root / "manifests" / "index.json").read_text())
+    assert {"strong_real", "strong_real_train", "strong_real_val"} <= set(index["sets"])
+    assert index["strong_real_split"]["rule"] == "drawn"
+
+
+def test_a_corpus_built_before_strong_real_gains_it_unchanged_otherwise(micro, tmp_path, monkeypatch):
+    from atst_sed.data import synth
+
+    root = tmp_path / "old"
+    prepare_synth(root, seed=0, size=micro)
+    params = json.loads((root / "synth.json").read_text())
+    del params["sizes"]["strong_real"]  # what a corpus built before the set existed recorded
+    (root / "synth.json").write_text(json.dumps(params))
+    before = {k: v for k, v in _hashes(root).items() if k.endswith(".wav")}
+    monkeypatch.setitem(synth.SIZES, micro, synth.SynthSizes(synth_train=2, weak=1, unlabeled=1, synth_val=1, test=2, strong_real=3))
+    body = prepare_synth(root, seed=0, size=micro)
+    after = _hashes(root)
+    assert all(after[k] == v for k, v in before.items())
+    assert body["sets"]["strong_real"] == 3 and body["sets"]["strong_real_train"] + body["sets"]["strong_real_val"] == 3

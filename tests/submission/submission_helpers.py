@@ -13,26 +13,31 @@ from atst_sed.labels import DESED_CLASSES
 CLIPS = ("Y00aaaaaaaaa_0.000_10.000", "Y11bbbbbbbbb_30.000_40.000", "Y-2ccccccccc_5.000_15.000")
 
 
-def write_scores(folder: Path, seed: int, classes=DESED_CLASSES, clips=CLIPS) -> dict[str, pd.DataFrame]:
-    """sed_scores_eval score files written by sed_scores_eval itself (the reference format)."""
+def write_scores(folder: Path, seed: int, classes=DESED_CLASSES, clips=CLIPS, frames_per_clip: int = 250,
+                 frame_seconds: float = 0.04) -> dict[str, pd.DataFrame]:
+    """sed_scores_eval score files written by sed_scores_eval itself (the reference format); ATST's
+    40 ms frames by default (ATST-SED: 156 frames of 64 ms)."""
     from sed_scores_eval.base_modules.io import create_score_dataframe, write_sed_scores
 
     rng = np.random.default_rng(seed)
     frames = {}
     for clip in clips:
-        n = 250
-        timestamps = np.arange(n + 1) * 0.04
+        n = frames_per_clip
+        timestamps = np.arange(n + 1) * frame_seconds
         frames[clip] = create_score_dataframe(rng.random((n, len(classes))), timestamps, list(classes))
     write_sed_scores(frames, folder)
     return frames
 
 
 def make_run(root: Path, name: str, seed: int = 0, psds=(0.41, 0.63), n_parameters=1_234_567,
-             events: bool = True, scores: bool = True, unprocessed: bool = False) -> Path:
-    """A mini-recipe-like run folder: manifest, dev metrics, eval detections and scores."""
+             events: bool = True, scores: bool = True, unprocessed: bool = False,
+             stages: tuple[str, ...] = ("finetune_frame", "test"), frames_per_clip: int = 250, frame_seconds: float = 0.04) -> Path:
+    """A mini-recipe-like run folder: manifest, dev metrics, eval detections and scores (``stages``:
+    the run's stages, the last a test stage; recipes/atst_sed: stage1, stage2, test on 64 ms frames)."""
     run = root / name
-    (run / "finetune_frame" / "checkpoints").mkdir(parents=True)
-    (run / "finetune_frame" / "checkpoints" / "best.ckpt").write_bytes(b"")  # only its path matters here
+    for stage in stages[:-1]:
+        (run / stage / "checkpoints").mkdir(parents=True)
+        (run / stage / "checkpoints" / "best.ckpt").write_bytes(b"")  # only its path matters here
     manifest = {
         "atst_sed_version": "0.1.0",
         "git_commit": "abc1234",
@@ -45,7 +50,7 @@ def make_run(root: Path, name: str, seed: int = 0, psds=(0.41, 0.63), n_paramete
         "model": {"encoder": {"variant": "frame", "width": 64}, "n_parameters": n_parameters,
                   "n_trainable_parameters": 4321},
         "training_data": ["synthetic21_train", "weak", "unlabel_in_domain"],
-        "stages": ["finetune_frame", "test"],
+        "stages": list(stages),
     }
     (run / "manifest.json").write_text(json.dumps(manifest))
     (run / "test" / "student").mkdir(parents=True)
@@ -63,9 +68,9 @@ def make_run(root: Path, name: str, seed: int = 0, psds=(0.41, 0.63), n_paramete
             f"{CLIPS[2]}.wav\t1.000\t1.400\tAlarm_bell_ringing\n"
         )
     if scores:
-        write_scores(run / "eval" / "scores", seed)
+        write_scores(run / "eval" / "scores", seed, frames_per_clip=frames_per_clip, frame_seconds=frame_seconds)
     if unprocessed:
-        write_scores(run / "eval" / "scores_raw", seed + 100)
+        write_scores(run / "eval" / "scores_raw", seed + 100, frames_per_clip=frames_per_clip, frame_seconds=frame_seconds)
     return run
 
 

@@ -108,6 +108,22 @@ def test_dcase2023_package_has_three_runs_of_scores(tmp_path, runs, report_pdf, 
     assert psds["PSDS2"] == pytest.approx(np.mean([0.62, 0.63, 0.64]))
 
 
+def test_dcase2023_package_takes_atst_sed_runs_with_64_ms_score_files(tmp_path, report_pdf, meta_yaml):
+    """recipes/atst_sed: stages stage1 / stage2 / test, score files of 156 frames of 64 ms, kept as they are."""
+    from sed_scores_eval.base_modules.io import read_sed_scores
+
+    runs = [make_run(tmp_path / "runs", f"atst_sed_s{i}", seed=i, psds=(0.55 + 0.01 * i, 0.80), stages=("stage1", "stage2", "test"),
+                     frames_per_clip=156, frame_seconds=0.064) for i in (1, 2, 3)]
+    out = tmp_path / "sub.zip"
+    assert build_package([SystemSpec(LABEL, runs)], report_pdf, meta_yaml, out, fmt="dcase2023", expected_clips=len(CLIPS)).ok
+    system = _unzip(out, tmp_path / "x") / "task4" / LABEL
+    for k, run in enumerate(runs, 1):
+        scores = read_sed_scores(system / f"{LABEL}_run{k}.output")
+        for clip in CLIPS:
+            assert len(scores[clip]) == 156 and scores[clip]["offset"].iloc[-1] == pytest.approx(9.984)
+            pd.testing.assert_frame_equal(scores[clip], read_sed_scores(run / "eval" / "scores")[clip])
+
+
 def test_package_is_deterministic(tmp_path, runs, report_pdf, meta_yaml):
     a, b = tmp_path / "a.zip", tmp_path / "b.zip"
     build_package([SystemSpec(LABEL, runs)], report_pdf, meta_yaml, a, fmt="dcase2023")

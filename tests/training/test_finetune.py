@@ -69,8 +69,8 @@ def test_frozen_blocks_stay_frozen_and_last_block_trains(tmp_path, variant):
 def test_all_blocks_trainable_and_layer_decay_groups():
     model = _model(3)
     task = SEDTask(model, TaskConfig(trainable_blocks=-1), OptimConfig(lr=0.1, layer_decay=0.5))
-    groups = {g["name"]: g["lr_scale"] for g in parameter_groups(model, 0.5)}
-    assert groups == {"head": 1.0, "norm": 1.0, "blocks.2": 1.0, "blocks.1": 0.5, "blocks.0": 0.25, "embeddings": 0.125}
+    groups = {g["name"]: g["peak_lr"] / 0.1 for g in parameter_groups(model, OptimConfig(lr=0.1, layer_decay=0.5))}
+    assert groups == pytest.approx({"head": 1.0, "norm": 1.0, "blocks.2": 1.0, "blocks.1": 0.5, "blocks.0": 0.25, "embeddings": 0.125})
     assert not model.encoder.mask_embed.requires_grad and model.encoder.pos_embed.requires_grad
     opt = task.configure_optimizers()
     assert isinstance(opt, torch.optim.SGD) and opt.defaults["momentum"] == 0.9

@@ -59,6 +59,7 @@ from pathlib import Path
 import atst_sed.runfolder as runfolder
 import atst_sed.training.run as run
 import atst_sed.training.scoring as scoring
+import atst_sed.training.validation as validation
 from atst_sed.cli.main import main
 from atst_sed.training.finetune import SEDTask
 
@@ -69,7 +70,7 @@ def record(**event):
         f.write(json.dumps({"rank": rank, **event}) + "\\n")
 
 
-validation_psds, write_json = run.validation_psds, scoring.write_json
+validation_psds, write_json = validation.validation_psds, scoring.write_json
 
 
 def probed_validation_psds(scores, *args, **kwargs):
@@ -83,7 +84,7 @@ def probed_write_json(path, data):
     return write_json(path, data)
 
 
-run.validation_psds = probed_validation_psds
+validation.validation_psds = probed_validation_psds
 run.write_json = scoring.write_json = runfolder.write_json = probed_write_json
 train_batch_start = SEDTask.on_train_batch_start
 
@@ -171,11 +172,11 @@ def test_two_process_ddp_finetuning_run(tiny_corpus, tmp_path):
     assert best.meta["stage"] == "finetune" and best.meta["epochs"] == metrics["best_epoch"] + 1
 
     # ---- validation: every rank scores all 12 validation clips and gets the same PSDS, every epoch
-    val_clips = sorted(Path(p).name for p in read_val_filenames(tiny_corpus))
+    val_clips = sorted(Path(p).stem for p in read_val_filenames(tiny_corpus))  # PSDS sees clip ids
     validations = {rank: [r for r in records if r["event"] == "validate" and r["rank"] == rank] for rank in (0, 1)}
     assert len(validations[0]) == len(validations[1]) == 2  # one per epoch
     for a, b in zip(validations[0], validations[1]):
-        assert [Path(c).name for c in a["clips"]] == [Path(c).name for c in b["clips"]] == val_clips
+        assert [Path(c).stem for c in a["clips"]] == [Path(c).stem for c in b["clips"]] == val_clips
         assert a["metrics"] == b["metrics"]
     assert "weak_f1" in metrics["val"]
     best_validation = validations[0][metrics["best_epoch"]]["metrics"]

@@ -111,11 +111,11 @@ def test_distill_task_weights_ground_truth_and_teacher_half_half():
     student = SEDModel(EncoderConfig.named("frame_tiny", drop_path=0.0), CLASSES)  # no random drops: the
     teacher = SEDModel(EncoderConfig.named("clip_tiny"), CLASSES)  # hand computation repeats the forward pass
     task = DistillTask(student, teacher)
-    batch = task.with_features(collate([TinySED(6)[i] for i in range(6)]))  # strong, weak and unlabeled clips
+    batch = task.with_inputs(collate([TinySED(6)[i] for i in range(6)]))  # strong, weak and unlabeled clips
     loss, logs = task.compute_loss(batch)
     with torch.no_grad():
-        s = student(batch["features"], batch["frame_lengths"])
-        t = teacher(batch["features"], batch["frame_lengths"])
+        s = student(*batch["inputs"])
+        t = teacher(*batch["inputs"])
     valid = s.valid
     assert valid.sum(1).tolist() == [150, 250, 250, 250, 150, 250]  # clips 0 and 4 hold 6 s of audio
     sup = supervised_loss(s, batch["strong"], batch["weak"], batch["has_strong"], batch["has_weak"], valid).total
@@ -146,14 +146,18 @@ def test_group_permutation_stays_within_groups():
 def test_mixup_mixes_targets_like_features_and_leaves_unlabeled_alone():
     batch = collate([TinySED(9)[i] for i in range(9)])
     model = SEDModel(EncoderConfig.named("frame_tiny"), CLASSES)
-    batch["features"], batch["frame_lengths"] = model.features(batch["waveforms"], batch["lengths"])
+    batch["inputs"] = model.features(batch["waveforms"], batch["lengths"])
     torch.manual_seed(3)
     mixed, lam, perm = mixup_batch(batch, alpha=0.2)
     lf = lam[:, None, None]
-    assert torch.allclose(mixed["features"], lf * batch["features"] + (1 - lf) * batch["features"][perm])
+    features, mixed_features = batch["inputs"].features, mixed["inputs"].features
+    assert torch.allclose(mixed_features, lf * features + (1 - lf) * features[perm])
     assert torch.allclose(mixed["strong"], lf * batch["strong"] + (1 - lf) * batch["strong"][perm])
+    # valid lengths: the longer clip of each pair; the input keeps its type (model(*inputs) still works)
+    assert torch.equal(mixed["inputs"].frame_lengths, torch.maximum(batch["inputs"].frame_lengths, batch["inputs"].frame_lengths[perm]))
+    assert type(mixed["inputs"]) is type(batch["inputs"])
     unl = ~(batch["has_strong"] | batch["has_weak"])
-    assert torch.equal(mixed["features"][unl], batch["features"][unl])
+    assert torch.equal(mixed_features[unl], features[unl])
     assert torch.equal(batch["has_strong"][perm], batch["has_strong"])
     assert ((mixed["weak"] >= 0) & (mixed["weak"] <= 1)).all()
 
@@ -161,11 +165,11 @@ def test_mixup_mixes_targets_like_features_and_leaves_unlabeled_alone():
 def test_mixup_mixes_each_feature_tensor_of_a_model_with_two_frontends():
     batch = collate([TinySED(6)[i] for i in range(6)])
     cnn, atst = torch.randn(6, 128, 626), torch.randn(6, 64, 1001)
-    batch["features"], batch["frame_lengths"] = (cnn, atst), None
+    batch["inputs"] = (cnn, atst)
     torch.manual_seed(3)
     mixed, lam, perm = mixup_batch(batch, alpha=0.2, mix_unlabeled=True)
-    assert isinstance(mixed["features"], tuple) and len(mixed["features"]) == 2
-    for got, x in zip(mixed["features"], (cnn, atst)):
+    assert isinstance(mixed["inputs"], tuple) and len(mixed["inputs"]) == 2
+    for got, x in zip(mixed["inputs"], (cnn, atst)):
         lf = lam[:, None, None]
         assert torch.allclose(got, lf * x + (1 - lf) * x[perm])
 
