@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from atst_sed.errors import AtstSedError
-from atst_sed.inference import detector as detector_module
 from atst_sed.inference.detector import Detector, default_batch_size, resolve_precision
 from atst_sed.models.checkpoint import checkpoint_dict
 from inference_helpers import CLASSES, loud_model, noise_with_bursts

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 import torch
 from models_helpers import GOLDEN, golden_arrays, golden_checkpoint, max_abs
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from atst_sed.decoding import median_filter
 from atst_sed.evaluation.f1 import frame_intersection_counts, frame_intersection_f1
