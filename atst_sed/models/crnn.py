@@ -48,7 +48,7 @@ from atst_sed.frontend import (
 from atst_sed.labels import DESED_CLASSES
 from atst_sed.models.encoder import HEAD_DIM, ATSTEncoder, EncoderConfig
 from atst_sed.models.head import SEDOutput, attention_pooling
-from atst_sed.models.spec import ModelSpec, check_short_clips, pad_to_window
+from atst_sed.models.spec import ModelSpec, ParameterPart, check_short_clips, pad_to_window
 from atst_sed.timegrid import FrameGrid
 
 #: Family name, as result tables and checkpoints name it.
@@ -374,3 +374,33 @@ class ATSTSEDModel(nn.Module):
             t, o = int(n_tokens[i]), int(out_frames[i])
             pooled[i, :o] = F.adaptive_avg_pool1d(tokens[i, :t].T[None], o)[0].T
         return pooled
+
+    # ------------------------------------------------------------------------------ training
+    def parameter_parts(self) -> list[ParameterPart]:
+        """Parts for learning rates, as ATST-SED groups them: ``cnn`` (the conv stack), ``rnn``
+        (everything else outside the transformer: ``cat_tf``, the BiGRU, both heads) and
+        ``transformer`` by depth from the top — final norm 0, block k 1 + (depth − 1 − k), the
+        embeddings depth + 1 (the official ``tfm_lr_scale`` powers)."""
+        enc = self.atst
+        depth = len(enc.blocks)
+        rnn = [*self.cat_tf.parameters(), *self.rnn.parameters(), *self.dense.parameters(), *self.dense_softmax.parameters()]
+        parts = [ParameterPart("cnn", "cnn", None, list(self.cnn.parameters())),
+                 ParameterPart("rnn", "rnn", None, rnn),
+                 ParameterPart("atst.norm", "transformer", 0, list(enc.norm.parameters()))]
+        parts += [ParameterPart(f"atst.blocks.{i}", "transformer", depth - i, list(block.parameters()))
+                  for i, block in enumerate(enc.blocks)]
+        embeds = [enc.mask_embed, enc.pos_embed, *enc.patch_embed.parameters()]
+        return [*parts, ParameterPart("atst.embeddings", "transformer", depth + 1, embeds)]
+
+    def freeze_all_but_last(self, n_blocks: int = 1) -> None:
+        """Train the CNN, the fusion, the BiGRU and the heads, and of the transformer only its last
+        ``n_blocks`` blocks and final norm (0: the transformer frozen, ATST-SED stage 1)."""
+        for p in self.parameters():
+            p.requires_grad_(True)
+        enc = self.atst
+        for p in enc.parameters():
+            p.requires_grad_(False)
+        if n_blocks > 0:
+            for module in [enc.norm, *list(enc.blocks)[len(enc.blocks) - n_blocks :]]:
+                for p in module.parameters():
+                    p.requires_grad_(True)

@@ -17,6 +17,14 @@ class SEDOutput(NamedTuple):
     clip_probs: Tensor | None  # (B, C) clip probabilities (None for a model without a clip head)
     valid: Tensor | None = None  # (B, N) bool: frames inside each clip (None: all)
 
+    @property
+    def frame_mask(self) -> Tensor:
+        """(B, N) bool: the frames inside each clip (:attr:`valid`, all True when it is None)."""
+        if self.valid is not None:
+            return self.valid
+        b, n = self.frame_probs.shape[:2]
+        return torch.ones(b, n, dtype=torch.bool, device=self.frame_probs.device)
+
 
 def attention_pooling(probs: Tensor, attention_logits: Tensor, valid: Tensor | None = None) -> Tensor:
     """Clip probabilities Σ_t p·a / Σ_t a over the valid frames, a = clamp(softmax over classes, 1e-7, 1).

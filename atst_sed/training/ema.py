@@ -22,7 +22,8 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
 
     Buffers are the teacher's own and left alone, as in audiossl's BYOL and the DCASE / ATST-SED mean
     teachers: BatchNorm running statistics belong to the network that normalises with them (the BYOL
-    teacher's projector updates its own in its forward passes). SED models have no buffers.
+    teacher's projector updates its own in its forward passes; ATST-SED's mean teacher its CNN's
+    BatchNorm statistics, in its training-mode forward passes).
     """
     s_params = dict(student.named_parameters())
     t_list, s_list = [], []

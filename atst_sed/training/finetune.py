@@ -73,11 +73,13 @@ class OptimConfig:
 class MixupConfig:
     """Mixup on the model's input with soft targets, within label groups (one λ ~ Beta(α, α) per
     group) on a share ``prob`` of the batches (0 = off, the paper's setting; ATST-SED: 0.5, with the
-    unlabeled clips mixed too)."""
+    unlabeled clips mixed too). ``fields``: which fields of a two-branch input are mixed (None:
+    all; ATST-SED stage 1 mixes only its CNN branch, ``[cnn]``)."""
 
     prob: float = 0.0
     alpha: float = 0.2
     mix_unlabeled: bool = False
+    fields: list[str] | None = None
 
 
 @dataclass
@@ -99,8 +101,12 @@ class ConsistencyConfig:
 
     MSE on frame and clip probabilities (clip term × ``clip_weight``) over the whole batch, weight
     ``max_weight · exp(−5 (1 − t)²)`` ramped up over ``rampup_epochs``. EMA:
-    ``α = min(1 − 1/(step + 1), ema_decay)`` per optimizer step. ``teacher_input``: ``student`` —
-    the teacher sees the student's (possibly mixed) input (DCASE baseline, ATST-SED stage 1) — or
+    ``α = min(1 − 1/(step + 1), ema_decay)`` per optimizer step, on the parameters. As in the
+    official mean teachers (DCASE baseline, ATST-SED), the teacher runs in training mode during
+    training steps — its BatchNorm layers normalise with the batch's statistics and keep their own
+    running statistics (ATST-SED's CNN), its dropout is active — and in inference mode when validated
+    and tested; blocks frozen in the student stay in inference mode in both. ``teacher_input``:
+    ``student`` — the teacher sees the student's (possibly mixed) input (DCASE baseline, ATST-SED stage 1) — or
     ``clean``: the un-mixed input (ATST-SED stage 2). ``ict``: on mixed batches the student is held
     to the teacher's clean outputs mixed the same way instead (interpolation consistency,
     :func:`~atst_sed.training.losses.ict_loss`), weighed ``ict_scale`` × the consistency weight
@@ -126,8 +132,9 @@ class TaskConfig:
     """What trains and how the loss is built.
 
     ``trainable_blocks``: the last N encoder blocks + final norm + head train (paper: 1); 0 = head
-    only (ATST-SED stage 1: the transformer frozen); −1 = the whole encoder incl. embeddings
-    (from-scratch / small models, ATST-SED stage 2). Frozen blocks run in eval mode without autograd.
+    only; −1 = the whole encoder incl. embeddings (from-scratch / small models, ATST-SED stage 2).
+    An ATST-SED model's CNN, BiGRU and heads always train (stage 1: 0, the transformer frozen).
+    Frozen blocks run in eval mode without autograd.
     ``weak_weight``: ATST-SED stage 2 halves it.
     """
 
@@ -151,9 +158,11 @@ def apply_trainable(model: SEDModel, trainable_blocks: int) -> None:
         model.freeze_all_but_last(trainable_blocks)
 
 
-def frozen_modules(model: SEDModel) -> list[nn.Module]:
-    """Encoder blocks without any trainable parameter (kept in eval mode: no DropPath)."""
-    return [b for b in model.encoder.blocks if not any(p.requires_grad for p in b.parameters())]
+def frozen_modules(model: SEDModel, like: SEDModel | None = None) -> list[nn.Module]:
+    """Encoder blocks without any trainable parameter (kept in eval mode: no DropPath) — of
+    ``model``, or the blocks of ``like`` (a copy such as the mean teacher) at the same places."""
+    blocks = list((like or model).encoder.blocks)
+    return [blocks[i] for i, b in enumerate(model.encoder.blocks) if not any(p.requires_grad for p in b.parameters())]
 
 
 def model_parts(model: nn.Module) -> list[ParameterPart]:
@@ -230,10 +239,9 @@ class SEDTask(pl.LightningModule):
             self.ema = copy.deepcopy(self.model)
             for p in self.ema.parameters():
                 p.requires_grad_(False)
-            self.ema.eval()
         if self.validation_config.validates_teacher() and self.ema is None:
             raise ValueError("validation names the mean teacher (teacher/…), but task.consistency is not enabled")
-        for block in frozen_modules(self.model):
+        for block in SEDTask._fixed_modules(self):  # this class's: a subclass's parts are not set yet
             block.eval()
         warp = self.task_config.freq_warp
         self._warp = RandomResizeCrop.frequency_warp((warp.min_scale, 1.0))
@@ -242,20 +250,23 @@ class SEDTask(pl.LightningModule):
 
     # ----------------------------------------------------------------- modes
     def _fixed_modules(self) -> list[nn.Module]:
-        """Modules that must stay in eval mode even while training."""
+        """Modules that must stay in eval mode even while training: frozen blocks (the student's and
+        the mean teacher's copies of them)."""
         fixed = frozen_modules(self.model)
         if self.ema is not None:
-            fixed.append(self.ema)
+            fixed += frozen_modules(self.model, like=self.ema)
         return fixed
 
     def train(self, mode: bool = True) -> "SEDTask":
-        """Lightning calls ``.train()`` every epoch: keep frozen blocks / teachers in eval mode."""
+        """Lightning calls ``.train()`` every epoch: keep frozen blocks (and fixed teachers) in eval mode."""
         super().train(mode)
         for m in self._fixed_modules():
             m.eval()
         return self
 
     def on_train_epoch_start(self) -> None:
+        if self.ema is not None:  # the mean teacher trains along (BatchNorm statistics, dropout)
+            self.ema.train()
         for m in self._fixed_modules():
             m.eval()
         # Lightning's own set_epoch calls reach samplers, never a batch sampler: without this every
@@ -322,7 +333,7 @@ class SEDTask(pl.LightningModule):
         clean = batch["inputs"]
         mix = None
         if m.prob > 0 and random.random() < m.prob:
-            batch, lam, perm = mixup_batch(batch, m.alpha, m.mix_unlabeled)
+            batch, lam, perm = mixup_batch(batch, m.alpha, m.mix_unlabeled, fields=m.fields)
             mix = (lam, perm)
         teacher = clean if c.teacher_input == "clean" else None
         if w.prob > 0 and random.random() < w.prob:
@@ -360,7 +371,7 @@ class SEDTask(pl.LightningModule):
     def compute_loss(self, batch: dict) -> tuple[Tensor, dict[str, Tensor]]:
         """Training loss of one (already augmented, :meth:`augment`) batch and the values to log."""
         out = self.model(*batch["inputs"])
-        valid = out.valid
+        valid = out.frame_mask
         t = self.task_config
         sup = supervised_loss(
             out, batch["strong"], batch["weak"], batch["has_strong"], batch["has_weak"], valid,
@@ -496,7 +507,7 @@ class _ValidationTally:
         self.scores: dict[str, np.ndarray] = {}
 
     def add(self, out: SEDOutput, batch: Mapping[str, Any], has_strong: Tensor, has_weak: Tensor, keep_scores: bool) -> None:
-        valid = out.valid
+        valid = out.frame_mask
         sup = supervised_loss(out, batch["strong"], batch["weak"], has_strong, has_weak, valid, weak_on_strong_clips=True)
         # sums and counts, so that the epoch's loss does not depend on how clips fall into batches
         self.loss.append(torch.stack([sup.strong.detach() * sup.strong_count, sup.strong_count,

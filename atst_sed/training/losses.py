@@ -8,6 +8,7 @@ model's :attr:`SEDOutput.valid` marks each clip's frames).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -136,10 +137,12 @@ def group_permutation(groups: Tensor, generator: torch.Generator | None = None) 
     return perm
 
 
-def mix_inputs(inputs: Any, lam: Tensor, perm: Tensor) -> Any:
+def mix_inputs(inputs: Any, lam: Tensor, perm: Tensor, fields: Sequence[str] | None = None) -> Any:
     """``lam · x + (1 − lam) · x[perm]`` per sample on a model's input: a tensor (B, …), or a tuple /
     NamedTuple of them (:meth:`SEDModel.features`), whose float fields of ≥ 2 dims are mixed and
-    whose integer (B,) fields (valid lengths) become the longer of the two clips'; None stays None."""
+    whose integer (B,) fields (valid lengths) become the longer of the two clips'; None stays None.
+    ``fields`` (NamedTuple inputs): mix only the float fields named (ATST-SED stage 1 mixes its CNN
+    branch only); None: every one."""
     if isinstance(inputs, Tensor):
         if inputs.is_floating_point() and inputs.dim() >= 2:
             lf = lam.to(inputs.dtype).view(-1, *([1] * (inputs.dim() - 1)))
@@ -148,19 +151,29 @@ def mix_inputs(inputs: Any, lam: Tensor, perm: Tensor) -> Any:
             return torch.maximum(inputs, inputs[perm])
         return inputs
     if isinstance(inputs, (tuple, list)):
-        fields = [None if x is None else mix_inputs(x, lam, perm) for x in inputs]
-        return type(inputs)(*fields) if hasattr(inputs, "_fields") else type(inputs)(fields)
+        names = getattr(inputs, "_fields", None)
+        if fields is not None:
+            unknown = sorted(set(fields) - set(names or ()))
+            if unknown:
+                raise ValueError(f"task.mixup.fields names {unknown}, not fields of the model's input ({list(names or [])})")
+        values = []
+        for i, x in enumerate(inputs):
+            kept = fields is not None and names[i] not in fields and isinstance(x, Tensor) and x.is_floating_point()
+            values.append(x if x is None or kept else mix_inputs(x, lam, perm))
+        return type(inputs)(*values) if names is not None else type(inputs)(values)
     return inputs
 
 
 def mixup_batch(
-    batch: dict, alpha: float = 0.2, mix_unlabeled: bool = False, generator: torch.Generator | None = None
+    batch: dict, alpha: float = 0.2, mix_unlabeled: bool = False, generator: torch.Generator | None = None,
+    fields: Sequence[str] | None = None,
 ) -> tuple[dict, Tensor, Tensor]:
     """Mixup on ``inputs`` (the model's input, :func:`mix_inputs`) with soft targets, within label
     groups (strong / weak-only / unlabeled, :func:`label_groups`), one λ ~ Beta(α, α) per group
     (DESED convention). Returns (mixed batch, lam (B,), perm (B,)).
 
-    Unlabeled clips are mixed only when ``mix_unlabeled`` (ATST-SED; the DCASE 2022 baseline does not).
+    Unlabeled clips are mixed only when ``mix_unlabeled`` (ATST-SED; the DCASE 2022 baseline does not);
+    ``fields``: the input fields mixed (:func:`mix_inputs`).
     """
     groups = label_groups(batch)
     perm = group_permutation(groups, generator)
@@ -171,7 +184,7 @@ def mixup_batch(
         lam = torch.where(groups == 2, torch.ones_like(lam), lam)
         perm = torch.where(groups == 2, torch.arange(len(perm), device=perm.device), perm)
     out = dict(batch)
-    out["inputs"] = mix_inputs(batch["inputs"], lam, perm)
+    out["inputs"] = mix_inputs(batch["inputs"], lam, perm, fields)
     ls = lam.to(batch["strong"].dtype)
     out["strong"] = ls[:, None, None] * batch["strong"] + (1 - ls[:, None, None]) * batch["strong"][perm]
     out["weak"] = ls[:, None] * batch["weak"] + (1 - ls[:, None]) * batch["weak"][perm]

@@ -30,6 +30,7 @@ from atst_sed.decoding import Decoding
 from atst_sed.errors import AtstSedError, InputError
 from atst_sed.fileio import write_json
 from atst_sed.models.checkpoint import load_checkpoint
+from atst_sed.models.crnn import ATSTSEDModel
 from atst_sed.models.factory import build_model
 from atst_sed.models.sed import SEDModel
 from atst_sed.runfolder import RunFolder
@@ -118,10 +119,17 @@ class Run:
         corpus = read_fingerprint(self.config.data.root)
         described = previous.get("model")
         models = dict(previous.get("models", {}))
+        frontend = previous.get("frontend") or frontend_config(self.config).to_dict()
         if model is not None:
             n_all, n_train = count_parameters(model)
-            described = {"encoder": model.encoder.config.to_dict(), "n_parameters": n_all, "n_trainable_parameters": n_train}
+            spec = model.spec
+            described = {"family": spec.family, "encoder": model.encoder.config.to_dict(),
+                         "frontends": {name: c.to_dict() for name, c in spec.frontends.items()},
+                         "n_parameters": n_all, "n_trainable_parameters": n_train}
+            if isinstance(model, ATSTSEDModel):
+                described["crnn"] = model.config.to_dict()
             models[stages_done[-1]] = described
+            frontend = spec.frontend.to_dict()  # the ATST log-mel the last trained model reads
         self.folder.write_manifest(run_manifest(
             created=previous.get("created"),
             updated=True,
@@ -129,7 +137,7 @@ class Run:
             dataset={"root": str(self.config.data.root), "fingerprint": corpus["fingerprint"],
                      "missing_files": corpus.get("missing_files", 0)},
             classes=self.classes,
-            frontend=frontend_config(self.config).to_dict(),
+            frontend=frontend,
             model=described,
             models=models,
             training_data=self.training_data(corpus),
@@ -246,7 +254,7 @@ class Run:
         if st.init is not None:
             model = self.stage_model(st.init)
         else:
-            model = build_model(cfg.models[st.model], self.classes, frontend_config(cfg))
+            model = build_model(cfg.models[st.model], self.classes, cfg.data.frontend)
         model.decoding = self.stage_decoding(cfg)
         model.short_clips = cfg.data.short_clips
         return model
@@ -305,7 +313,7 @@ class Run:
             earlier = [s for s in names[: names.index(name)] if self.config.stages[s].kind != "test"]
             source = earlier[-1] if earlier else None
         if source is None:
-            models = {"student": build_model(cfg.models[st.model], self.classes, frontend_config(cfg))}
+            models = {"student": build_model(cfg.models[st.model], self.classes, cfg.data.frontend)}
             models["student"].short_clips = cfg.data.short_clips
         else:
             models = {"student": self.stage_model(source)}

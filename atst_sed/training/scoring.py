@@ -44,7 +44,7 @@ def score_batches(model: SEDModel, batches: Iterable[Mapping[str, Any]], device:
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             res = model(*inputs)
         probs = res.frame_probs.float()
-        n_valid = res.valid.sum(dim=1).cpu().numpy()
+        n_valid = res.frame_mask.sum(dim=1).cpu().numpy()
         probs_np = probs.cpu().numpy()
         for name, p, n in zip(batch["filenames"], probs_np, n_valid):
             out[clip_id(name)] = p[: int(n)]

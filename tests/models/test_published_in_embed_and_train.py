@@ -1,6 +1,7 @@
 """Published SED files in ``embed`` and ``train``: the ATST branch of a file embeds with the features it
 reads (ATST-SED: dB clamped to [-50, 80]; teacher or student), a fine-tuned file initialises a run with
-its encoder and head, and a published fine-tuned ATST-Clip is a C2F distillation teacher."""
+its encoder and head (an ATST-SED file: the whole CRNN), and a published fine-tuned ATST-Clip is a C2F
+distillation teacher."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from models_helpers import GOLDEN, golden_arrays, golden_checkpoint, max_abs
+from models_helpers import GOLDEN, golden_arrays, golden_checkpoint, max_abs, read_input
 
 from atst_sed.cli.main import main
 from atst_sed.errors import AtstSedError
@@ -70,6 +71,25 @@ def test_an_atst_sed_file_initialises_a_token_model_with_its_atst_frame_branch()
     branch = load_checkpoint(path).model.encoder
     torch.testing.assert_close(model.encoder.state_dict(), branch.state_dict(), rtol=0, atol=0)
     assert model.spec.family == "ATST-Frame" and model.grid.frame_seconds == 0.04
+
+
+@pytest.mark.parametrize("folder", ["atstsed_stage1", "atstsed_stage2"])
+def test_the_factory_continues_a_published_atst_sed_file_whole(folder):
+    # the official files, written by the official trainers (tests/golden): stage 2's has its own pooling and one GRU layer
+    published = load_checkpoint(golden_checkpoint(folder), role="teacher").model
+    model = build_model(ModelConfig(str(golden_checkpoint(folder)), architecture="atst_sed"), DESED_CLASSES)
+    assert model.config == published.config and model.spec.frontends == published.spec.frontends
+    wave = torch.from_numpy(read_input("synth_10s"))
+    with torch.no_grad():
+        want, got = published(*published.features(wave, short_clips="pad")), model.eval()(*model.features(wave, short_clips="pad"))
+    torch.testing.assert_close(got.frame_probs, want.frame_probs, rtol=0, atol=0)
+    torch.testing.assert_close(got.clip_probs, want.clip_probs, rtol=0, atol=0)
+    # other classes: everything but the two heads is kept
+    other = build_model(ModelConfig(str(golden_checkpoint(folder)), architecture="atst_sed"), ["knock", "kettle"])
+    assert other.dense.out_features == 2 and other.classes == ("knock", "kettle")
+    kept = {k: v for k, v in published.state_dict().items() if not k.startswith(("dense.", "dense_softmax."))}
+    for name, value in kept.items():
+        torch.testing.assert_close(other.state_dict()[name], value, rtol=0, atol=0)
 
 
 def _c2f_recipe(tiny_corpus: Path, teacher: Path, *extra: str):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from atst_sed.timegrid import ATST_GRID, FrameGrid
+
 N_CLASSES = 3
 CLASSES = [f"class_{c}" for c in range(N_CLASSES)]
 SAMPLES = 160000  # 10 s at 16 kHz: 1001 mel frames, 250 frames of 40 ms
@@ -14,20 +16,21 @@ TONES = (300.0, 900.0, 2400.0)  # Hz, one per class
 class TinySED(Dataset):
     """Deterministic contract batches of waveforms: clip i is strong if i % 3 == 0, weak if
     i % 3 == 1, else unlabeled; every fourth clip holds 6 s of audio (zero-padded to 10 s). Class c is
-    active in frames [50c, 50c + 60) (2c … 2c + 2.4 s) of a clip, where a tone of ``TONES[c]`` sounds
-    over quiet noise, so the task is learnable."""
+    active from 2c to 2c + 2.4 s of a clip (40 ms frames [50c, 50c + 60) on ``grid``, the default
+    ATST grid), where a tone of ``TONES[c]`` sounds over quiet noise, so the task is learnable."""
 
-    def __init__(self, n: int = 12, seed: int = 0):
+    def __init__(self, n: int = 12, seed: int = 0, grid: FrameGrid = ATST_GRID):
         g = torch.Generator().manual_seed(seed)
         t = torch.arange(SAMPLES) / 16000.0
+        n_frames = int(grid.n_frames(SAMPLES))
         self.items = []
         for i in range(n):
             active = torch.rand(N_CLASSES, generator=g) > 0.5
-            strong = torch.zeros(250, N_CLASSES)
+            strong = torch.zeros(n_frames, N_CLASSES)
             wave = 0.01 * torch.randn(SAMPLES, generator=g)
             for c in range(N_CLASSES):
                 if active[c]:
-                    strong[50 * c : 50 * c + 60, c] = 1.0
+                    strong[round(2 * c / grid.frame_seconds) : round((2 * c + 2.4) / grid.frame_seconds), c] = 1.0
                     a, b = 32000 * c, 32000 * c + 38400
                     wave[a:b] += 0.3 * torch.sin(2 * torch.pi * TONES[c] * t[a:b])
             length = SAMPLES if i % 4 else 96000  # 96 000 samples: 601 mel frames, 150 frames of 40 ms
@@ -37,7 +40,7 @@ class TinySED(Dataset):
                 {
                     "waveforms": wave,
                     "lengths": torch.tensor(length),
-                    "strong": strong if kind == 0 else torch.zeros(250, N_CLASSES),
+                    "strong": strong if kind == 0 else torch.zeros(n_frames, N_CLASSES),
                     "weak": active.float() if kind < 2 else torch.zeros(N_CLASSES),
                     "has_strong": torch.tensor(kind == 0),
                     "has_weak": torch.tensor(kind < 2),
@@ -75,6 +78,6 @@ class EpochShuffle(torch.utils.data.Sampler):
         return self.n
 
 
-def tiny_loader(n: int = 12, batch_size: int = 6, shuffle: bool = False, seed: int = 0) -> DataLoader:
+def tiny_loader(n: int = 12, batch_size: int = 6, shuffle: bool = False, seed: int = 0, grid: FrameGrid = ATST_GRID) -> DataLoader:
     sampler = EpochShuffle(n, seed) if shuffle else None
-    return DataLoader(TinySED(n, seed), batch_size=batch_size, sampler=sampler, collate_fn=collate)
+    return DataLoader(TinySED(n, seed, grid), batch_size=batch_size, sampler=sampler, collate_fn=collate)

@@ -4,15 +4,19 @@ selection / padding / precision options of recipes/dcase22."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
+from sed_scores_eval.base_modules.io import read_sed_scores
 
 from atst_sed.cli.main import main
 from atst_sed.data.corpus import SETS
 from atst_sed.events import read_durations_tsv
 from atst_sed.models.checkpoint import load_checkpoint
+from atst_sed.models.crnn import ATSTSEDModel
 from atst_sed.training.run_config import load_recipe, stage_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,7 +41,10 @@ def test_atst_sed_recipe_holds_both_official_stages():
     c = two.task.consistency
     assert (two.task.trainable_blocks, two.task.weak_weight, two.task.freq_warp.prob) == (-1, 0.5, 0.5)
     assert (c.max_weight, c.rampup_epochs, c.ict, c.teacher_input, c.clip_weight) == (70.0, 10.0, True, "clean", 0.5)
-    assert two.optim.rates == {"head": 2e-3, "encoder": 2e-4} and two.optim.layer_decay == 0.5 and two.optim.decay == "cosine"
+    assert two.optim.rates == {"cnn": 2e-4, "rnn": 2e-3, "transformer": 2e-4} and two.optim.layer_decay == 0.5 and two.optim.decay == "cosine"
+    # the model is ATST-SED's CRNN; stage 1 mixes its CNN branch only, stage 2 both, and warps the ATST branch
+    assert one.models["frame"].architecture == "atst_sed" and one.models["frame"].overrides == {"drop_path": 0.0}
+    assert (one.task.mixup.fields, two.task.mixup.fields, two.task.freq_warp.field) == (["cnn"], None, "atst")
     assert two.optim.final_lr / two.optim.lr == pytest.approx(0.1) and two.trainer.max_epochs == 250
     assert two.validation.resolved_monitor() == ("val/objective", "max")
     # a stage's objective, rates and batch sizes replace the run's whole (no terms of stage 1 left over)
@@ -58,31 +65,58 @@ def test_dcase22_selects_checkpoints_pads_and_offers_fp32_as_audiossl():
     assert masked.data.short_clips == "mask" and masked.trainer.precision == "32-true"
 
 
-def test_atst_sed_mini_trains_both_stages_through_the_cli(tiny_corpus, tmp_path):
+def test_atst_sed_mini_trains_both_stages_through_the_cli(tiny_corpus, tmp_path, report_pdf):
     runs = tmp_path / "runs"
     assert main(["train", str(REPO / "recipes" / "atst_sed_mini"), f"data.root={tiny_corpus}", "--root-dir", str(runs), *FAST]) == 0
     run = runs / "atst_sed_mini"
     one = json.loads((run / "stage1" / "metrics.json").read_text())
     two = json.loads((run / "stage2" / "metrics.json").read_text())
-    # stage 1 selects on the teacher's real-data losses (minimised); only the head trains
+    # both stages train ATST-SED's CRNN (its 64 ms grid end to end)
+    model = load_checkpoint(run / "stage2" / "checkpoints" / "best.ckpt").model
+    assert isinstance(model, ATSTSEDModel) and model.grid.frame_seconds == 0.064
+    n_transformer = sum(p.numel() for p in model.atst.parameters())
+    # stage 1 selects on the teacher's real-data losses (minimised); everything but the transformer trains
     assert one["monitor"] == "val/objective"
     v = one["val"]
     assert v["objective"] == pytest.approx((v["teacher/weak_loss"] + v["teacher/strong_real_val/loss"]) / 2, rel=1e-6)
     assert one["best_score"] == pytest.approx(v["objective"], rel=1e-6)
-    assert one["n_trainable_parameters"] < one["n_parameters"] / 10
-    # stage 2 continues stage 1 with every layer trainable and selects on the teacher's synthetic PSDS
+    assert one["n_trainable_parameters"] == one["n_parameters"] - n_transformer
+    # stage 2 continues stage 1 with every layer trainable (not the pretraining mask token) and selects on
+    # the teacher's synthetic PSDS
     v = two["val"]
     assert v["objective"] == pytest.approx(v["teacher/synth_val/psds1"] + v["teacher/synth_val/psds2"], rel=1e-6)
-    assert two["n_trainable_parameters"] > 0.99 * two["n_parameters"]
+    assert two["n_trainable_parameters"] == two["n_parameters"] - model.atst.mask_embed.numel()
     for stage in ("stage1", "stage2"):
         assert (run / stage / "checkpoints" / "best_teacher.ckpt").is_file()
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["model"]["family"] == "ATST-SED" and manifest["model"]["crnn"]["n_rnn_cell"] == 32
+    assert manifest["frontend"]["clamp_db_min"] == -50.0  # the ATST branch's log-mel
     # data.short_clips: pad — the checkpoint keeps the policy (detect does the same), and a short test
     # clip is scored over all 10 s, as the official test path scores it
-    assert load_checkpoint(run / "stage2" / "checkpoints" / "best.ckpt").model.short_clips == "pad"
+    assert model.short_clips == "pad"
     durations = read_durations_tsv(tiny_corpus / SETS["test"].durations)
-    short = next(Path(f).stem for f, d in durations.items() if d < 10.0)  # 9.9 s: 247 frames alone
-    assert len(pd.read_csv(run / "test" / "student" / "scores" / f"{short}.tsv", sep="\t")) == 250
+    short = next(Path(f).stem for f, d in durations.items() if d < 10.0)  # 9.9 s: 154 frames of 64 ms alone
+    assert len(pd.read_csv(run / "test" / "student" / "scores" / f"{short}.tsv", sep="\t")) == 156
     for role in ("student", "teacher"):
         metrics = json.loads((run / "test" / role / "metrics.json").read_text())
         assert metrics["psds1"] is not None and (run / "test" / role / "scores").is_dir()
     assert main(["report", str(run)]) == 0
+    # the run packages for DCASE 2023+: detect with its teacher on an "evaluation set" → 64 ms score files
+    eval_audio = tiny_corpus / "audio/validation/validation_16k"
+    assert main(["detect", str(eval_audio), "--checkpoint", str(run / "stage2/checkpoints/best_teacher.ckpt"),
+                 "-o", str(run / "eval/events.csv"), "--scores-dir", str(run / "eval/scores")]) == 0
+    runs = [shutil.copytree(run, tmp_path / f"run{k}") for k in (1, 2, 3)]
+    meta = tmp_path / "META.yaml"
+    meta.write_text(yaml.safe_dump({
+        "submission": {"name": "ATST-SED mini", "abbreviation": "ATSTSEDmini", "authors": [
+            {"lastname": "Doe", "firstname": "Jane", "email": "jane@uni.org", "corresponding": True,
+             "affiliation": {"abbreviation": "UNI", "institute": "University", "location": "City"}}]},
+        "system": {"description": {"machine_learning_method": "CRNN + transformer"}, "source_code": "https://example.org/atst-sed"}}))
+    out = tmp_path / "Doe_UNI_task4.zip"
+    assert main(["package", "--format", "dcase2023", "--system", "Doe_UNI_task4_1", "--runs", *map(str, runs),
+                 "--report", str(report_pdf), "--meta", str(meta), "-o", str(out)]) == 0
+    assert main(["package", "validate", str(out), "--format", "dcase2023"]) == 0
+    scores = read_sed_scores(str(run / "eval" / "scores"))
+    full = [frames for clip, frames in scores.items() if durations[f"{clip}.wav"] == 10.0]
+    assert len(full) >= 10 and {len(frames) for frames in full} == {156}
+    assert {round(float(frames["offset"].iloc[-1]), 3) for frames in full} == {9.984}

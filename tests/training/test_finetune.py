@@ -95,7 +95,7 @@ def test_per_step_lr_follows_warmup_cosine(tmp_path):
 def test_mean_teacher_is_ema_of_student(tmp_path):
     model = _model(2)
     task = SEDTask(model, TaskConfig(trainable_blocks=1, consistency=ConsistencyConfig(enabled=True, ema_decay=0.5)), OptimConfig(lr=0.05))
-    assert task.ema is not None and not task.ema.training
+    assert task.ema is not None and all(not p.requires_grad for p in task.ema.parameters())
     snapshots = []
 
     class Snap(pl.Callback):
@@ -107,7 +107,8 @@ def test_mean_teacher_is_ema_of_student(tmp_path):
             alpha = min(1 - 1 / (step + 1), 0.5)
             expected = alpha * snapshots[-1][0] + (1 - alpha) * module.model.head.linear.weight
             assert torch.allclose(module.ema.head.linear.weight, expected, atol=1e-7)
-            assert not module.ema.training
+            # in training mode as the official mean teachers; blocks frozen in the student stay in inference mode
+            assert module.ema.training and [b.training for b in module.ema.encoder.blocks] == [False, True]
 
     _trainer(tmp_path, 1, [Snap()]).fit(task, tiny_loader(12, 4))
     assert len(snapshots) == 3
