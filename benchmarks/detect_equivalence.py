@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     reference = reference[GRID_SHIFT_FRAMES:]
 
     def events(probs: np.ndarray) -> set[tuple]:
-        table = reference_detector.decoding.events(probs, "x", grid)
+        table = reference_detector.decoding.events(probs, "x", grid=grid)
         return set(map(tuple, table[["onset", "offset", "event_label"]].round(3).to_numpy().tolist()))
 
     wanted = events(reference)
