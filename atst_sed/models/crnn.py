@@ -397,10 +397,4 @@ class ATSTSEDModel(nn.Module):
         ``n_blocks`` blocks and final norm (0: the transformer frozen, ATST-SED stage 1)."""
         for p in self.parameters():
             p.requires_grad_(True)
-        enc = self.atst
-        for p in enc.parameters():
-            p.requires_grad_(False)
-        if n_blocks > 0:
-            for module in [enc.norm, *list(enc.blocks)[len(enc.blocks) - n_blocks :]]:
-                for p in module.parameters():
-                    p.requires_grad_(True)
+        self.atst.freeze_all_but_last(n_blocks)

@@ -181,6 +181,15 @@ class ATSTEncoder(nn.Module):
         x = features[:, :, : n * self.config.patch_frames].reshape(b, m, n, self.config.patch_frames)
         return x.permute(0, 2, 1, 3).reshape(b, n, m * self.config.patch_frames)
 
+    def freeze_all_but_last(self, n_blocks: int) -> None:
+        """Only the last ``n_blocks`` blocks and the final norm train (0: nothing of the encoder)."""
+        for p in self.parameters():
+            p.requires_grad_(False)
+        if n_blocks > 0:
+            for module in [self.norm, *list(self.blocks)[len(self.blocks) - n_blocks :]]:
+                for p in module.parameters():
+                    p.requires_grad_(True)
+
     def _first_trainable_stage(self) -> int:
         """Index of the first stage (0 = embeddings, i + 1 = block i) with a trainable parameter."""
         embeds = [self.mask_embed, self.pos_embed, self.patch_embed.weight, self.patch_embed.bias]

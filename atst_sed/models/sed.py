@@ -140,12 +140,6 @@ class SEDModel(nn.Module):
 
     def freeze_all_but_last(self, n_blocks: int = 1) -> None:
         """Paper default: train only the last ``n_blocks`` blocks, the final norm and the head."""
-        enc = self.encoder
-        for p in enc.parameters():
-            p.requires_grad_(False)
-        trainable = [enc.norm, *list(enc.blocks)[len(enc.blocks) - n_blocks :]] if n_blocks > 0 else []
-        for module in trainable:
-            for p in module.parameters():
-                p.requires_grad_(True)
+        self.encoder.freeze_all_but_last(n_blocks)
         for p in self.head.parameters():
             p.requires_grad_(True)
