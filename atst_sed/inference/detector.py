@@ -112,8 +112,8 @@ class Detector:
     ``model`` is a SED model of either family (put in eval mode); ``decoding`` defaults to the model's
     (median filter sizes in the model's frames). ``precision`` (see :func:`resolve_precision`):
     ``auto`` runs the encoder under bf16 autocast where the hardware multiplies bf16 natively (CUDA
-    GPUs with bf16, CPUs with AVX-512 BF16 or AMX) and in float32 elsewhere; the frontend and the
-    head are always float32. ``batch_size``: windows per forward pass, default
+    GPUs with bf16, CPUs with AVX-512 BF16 or AMX) and in float32 elsewhere; the frontends, the
+    heads and ATST-SED's fusion layer and BiGRU are always float32. ``batch_size``: windows per forward pass, default
     :func:`default_batch_size`.
 
     ``short_clips``: how a recording shorter than the model's window is scored — ``mask`` (alone, on

@@ -353,12 +353,13 @@ class ATSTSEDModel(nn.Module):
         tokens = self.atst(atst, atst_frames).frames  # (B, N, D)
         pooled = self._pool_tokens(tokens, atst_frames, n_out, out_frames)
 
-        h = self.rnn(self.cat_tf(torch.cat([x, pooled], dim=-1)), out_frames)
-        h = self.dropout(h)
-        # The heads run in float32 even under bf16 autocast, as SEDModel's: a bf16 sigmoid keeps
-        # 8 significant bits, which would move threshold crossings and score files.
-        with torch.autocast(h.device.type, enabled=False):
-            h = h.float()
+        # Fusion, BiGRU and heads run in float32 even under bf16 autocast: the recurrence carries
+        # rounding from frame to frame (in bf16 it moved more event edges, benchmarks/README.md),
+        # a bf16 sigmoid keeps 8 significant bits, and together they cost little next to the
+        # transformer and the CNN.
+        with torch.autocast(x.device.type, enabled=False):
+            h = self.rnn(self.cat_tf(torch.cat([x, pooled], dim=-1).float()), out_frames)
+            h = self.dropout(h)
             logits = self.dense(h)
             probs = torch.sigmoid(logits)
             valid = None if out_frames is None else torch.arange(n_out, device=h.device)[None, :] < out_frames[:, None]

@@ -110,3 +110,28 @@ def test_a_padded_batch_trains_through_every_part(clips):
     (out.frame_probs.mean() + out.clip_probs.mean()).backward()
     trained = {n: p for n, p in model.named_parameters() if n != "atst.mask_embed"}  # used by pretraining only
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in trained.values())
+
+
+def test_under_bf16_autocast_only_the_cnn_and_the_transformer_run_in_bf16(clips):
+    """The fusion layer, the BiGRU and the heads stay float32 (rounding would ride the recurrence
+    from frame to frame); the convolutions and the transformer's matrix products take bf16."""
+    model = ATSTSEDModel(*TINY).eval()
+    layers = {"cnn": model.cnn.cnn.conv0, "transformer": model.atst.blocks[0].mlp.fc1, "fusion": model.cat_tf,
+              "recurrence": model.rnn.rnn, "frame head": model.dense, "clip head": model.dense_softmax}
+    dtypes = {}
+
+    def note(name):
+        def hook(module, inputs, output):
+            first = output[0] if isinstance(output, tuple) else output  # the GRU's: (PackedSequence, h)
+            dtypes[name] = getattr(first, "data", first).dtype
+        return hook
+
+    hooks = [layer.register_forward_hook(note(name)) for name, layer in layers.items()]
+    batch, lengths = clips
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(*model.features(batch, lengths))
+    for hook in hooks:
+        hook.remove()
+    assert dtypes == {"cnn": torch.bfloat16, "transformer": torch.bfloat16, "fusion": torch.float32,
+                      "recurrence": torch.float32, "frame head": torch.float32, "clip head": torch.float32}
+    assert out.frame_probs.dtype == out.clip_probs.dtype == torch.float32
