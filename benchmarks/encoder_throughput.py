@@ -15,8 +15,11 @@ module). Nothing of it is copied into atst-sed: it is imported from DIR at run t
 Inference = waveform (B, 160000) → LogMelFrontend → ATSTEncoder (last block), under ``torch.inference_mode``.
 Fine-tune = the paper's DESED setting: ``SEDModel.freeze_all_but_last(1)`` (last block + final norm + head
 trainable, frozen blocks run without autograd), BCE on frame and clip probabilities, SGD momentum 0.9;
-features are computed by the frontend inside the timed step. CPU runs in fp32; CUDA in bf16 autocast with
-``scaled_dot_product_attention`` (flash kernels when no padding mask is needed). Prints a markdown table.
+features are computed by the frontend inside the timed step. Inference runs in the precision `atst-sed
+detect` picks for the device (``--precision``: bf16 autocast on CUDA GPUs and on CPUs with native bf16,
+fp32 elsewhere); fine-tuning in bf16 autocast on CUDA and fp32 on CPU, as training does. Attention is
+``scaled_dot_product_attention`` (flash kernels when no padding mask is needed). Prints a markdown table;
+``--profile N`` adds torch.profiler's top N operators of one inference pass (where the time goes).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from dataclasses import dataclass
 import torch
 
 from atst_sed.frontend import LogMelFrontend
+from atst_sed.inference.detector import resolve_precision
 from atst_sed.models.encoder import ATSTEncoder, EncoderConfig
 from atst_sed.models.sed import SEDModel
 
@@ -65,20 +69,48 @@ def _timed(step, device: torch.device, warmup: int, iters: int) -> tuple[float, 
     return (time.perf_counter() - start) / iters, (time.process_time() - cpu_start) / iters
 
 
-def bench_inference(name: str, device: torch.device, batch: int, warmup: int, iters: int, compile_: bool) -> Result:
+def inference_step(name: str, device: torch.device, batch: int, precision: str, compile_: bool):
+    """One inference pass over ``batch`` random 10 s clips, as ``atst-sed detect`` runs it: in bf16 the
+    Linear weights are cast once and the encoder runs under autocast (LayerNorm, softmax statistics
+    and the residual sums in float32)."""
     encoder = ATSTEncoder(EncoderConfig.named(name)).to(device).eval()
+    if precision == "bf16":
+        for module in encoder.modules():
+            if isinstance(module, torch.nn.Linear):
+                module.to(torch.bfloat16)
     frontend = LogMelFrontend().to(device)
     run = torch.compile(encoder) if compile_ else encoder
     wave = torch.randn(batch, CLIP_SAMPLES, device=device) * 0.1
-    bf16 = device.type == "cuda"
 
     def step() -> None:
-        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            run(frontend(wave))
+        with torch.inference_mode():
+            features = frontend(wave)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                run(features)
 
+    return step
+
+
+def bench_inference(name: str, device: torch.device, batch: int, warmup: int, iters: int, compile_: bool,
+                    precision: str) -> Result:
+    step = inference_step(name, device, batch, precision, compile_)
     seconds, cpu = _timed(step, device, warmup, iters)
-    precision = "bf16" if bf16 else "fp32"
     return Result(name, device.type, precision, "inference", batch, batch / seconds, 1000 * seconds, cpu)
+
+
+def profile_inference(name: str, device: torch.device, batch: int, precision: str, rows: int) -> str:
+    """torch.profiler's table of the operators of one inference pass (after one untimed pass), by own time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step = inference_step(name, device, batch, precision, False)
+    step()
+    _sync(device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities, acc_events=True) as prof:
+        step()
+        _sync(device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=rows)
 
 
 def bench_finetune(name: str, device: torch.device, batch: int, warmup: int, iters: int, compile_: bool) -> Result:
@@ -138,8 +170,9 @@ class OfficialSED(torch.nn.Module):
 
 
 def bench_official(name: str, audiossl: str, mode: str, device: torch.device, batch: int, warmup: int,
-                   iters: int) -> Result:
-    """The official FrameAST timed like :func:`bench_inference` / :func:`bench_finetune` (mode)."""
+                   iters: int, precision: str) -> Result:
+    """The official FrameAST timed like :func:`bench_inference` (in ``precision``, its Linear weights
+    cast once in bf16) / :func:`bench_finetune` (mode)."""
     model = OfficialSED(official_frame_ast(audiossl, name)).to(device)
     frontend = LogMelFrontend().to(device)
     wave = torch.randn(batch, CLIP_SAMPLES, device=device) * 0.1
@@ -147,13 +180,19 @@ def bench_official(name: str, audiossl: str, mode: str, device: torch.device, ba
     label = f"official FrameAST ({name})"
     if mode == "inference":
         model.eval()
+        if precision == "bf16":
+            for module in model.encoder.modules():
+                if isinstance(module, torch.nn.Linear):
+                    module.to(torch.bfloat16)
 
         def step() -> None:
-            with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                model(frontend(wave))
+            with torch.inference_mode():
+                features = frontend(wave)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                    model(features)
 
         seconds, cpu = _timed(step, device, warmup, iters)
-        return Result(label, device.type, "bf16" if bf16 else "fp32", "inference", batch, batch / seconds, 1000 * seconds, cpu)
+        return Result(label, device.type, precision, "inference", batch, batch / seconds, 1000 * seconds, cpu)
     for p in model.parameters():  # last block + final norm + head trainable, as freeze_all_but_last(1)
         p.requires_grad_(False)
     trainable = [*model.encoder.blocks[-1].parameters(), *model.encoder.norm_frame.parameters(), *model.linear.parameters()]
@@ -211,6 +250,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--modes", nargs="+", choices=("inference", "finetune"), default=["inference", "finetune"])
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--compile", action="store_true", help="torch.compile the encoder / model first")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="inference precision; auto: what atst-sed detect uses on the device (bf16 on CUDA GPUs "
+                        "with bf16 and on CPUs with native bf16, fp32 elsewhere). Fine-tuning: bf16 on CUDA, "
+                        "fp32 on CPU, as training runs")
+    p.add_argument("--profile", type=int, default=0, metavar="ROWS",
+                   help="also print torch.profiler's top ROWS operators of one inference pass per model")
     p.add_argument("--official-audiossl", metavar="DIR",
                    help="also time the official FrameAST of each frame model, imported from DIR/audiossl")
     args = p.parse_args(argv)
@@ -227,21 +272,27 @@ def main(argv: list[str] | None = None) -> None:
     torch.backends.cudnn.allow_tf32 = True
 
     results: list[Result] = []
+    profiles: list[str] = []
     for device in devices:
         gpu = device.type == "cuda"
         batch = args.batch_size or (256 if gpu else 8)
         iters = args.iters or (20 if gpu else 3)
         warmup = args.warmup if args.warmup is not None else (5 if gpu else 1)
+        precision = resolve_precision(args.precision, device)
         for name in args.models:
             torch.manual_seed(0)
             if "inference" in args.modes:
-                results.append(bench_inference(name, device, batch, warmup, iters, args.compile))
+                results.append(bench_inference(name, device, batch, warmup, iters, args.compile, precision))
+            if args.profile:
+                profiles.append(f"{name}, {device.type}, {precision}, batch {batch}:\n"
+                                f"{profile_inference(name, device, batch, precision, args.profile)}")
             if "finetune" in args.modes:
                 results.append(bench_finetune(name, device, batch, warmup, iters, args.compile))
             if args.official_audiossl and name in ("frame_small", "frame_base"):
                 for mode in args.modes:  # interleaved with ours, same inputs and settings
                     torch.manual_seed(0)
-                    results.append(bench_official(name, args.official_audiossl, mode, device, batch, warmup, iters))
+                    results.append(bench_official(name, args.official_audiossl, mode, device, batch, warmup, iters,
+                                                  precision))
             if gpu:
                 torch.cuda.empty_cache()
     where = torch.cuda.get_device_name(0) if any(d.type == "cuda" for d in devices) else _cpu_name()
@@ -249,6 +300,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"torch {torch.__version__}, {where}, {torch.get_num_threads()} CPU threads, "
           f"{os.cpu_count()} cores, load average {load:.1f}\n")
     print(markdown(results))
+    for text in profiles:
+        print(f"\n{text}")
 
 
 if __name__ == "__main__":
