@@ -7,8 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import soundfile as sf
 from benchmark_scripts import load_benchmark
 from inference_helpers import ALWAYS, LOUD, noise_with_bursts
+
+from atst_sed.inference.detector import Detector
 
 
 def _load_script():
@@ -87,8 +90,6 @@ def test_on_a_test_set_every_row_gets_psds_and_the_reference_its_own(loud_ckpt, 
 
 
 def test_changed_decisions_are_counted_after_the_median_filter_with_the_references_margin(loud_ckpt):
-    from atst_sed.inference.detector import Detector
-
     detector = Detector.from_checkpoint(loud_ckpt, device="cpu")  # thresholds 0.5 (class 1: 0.8), median filter 7
     reference = np.full((100, len(detector.classes)), 0.3, dtype=np.float32)
     reference[10:31, 0] = 0.52  # 21 frames just above the threshold
@@ -105,8 +106,6 @@ def test_changed_decisions_are_counted_after_the_median_filter_with_the_referenc
 
 
 def test_the_joined_test_set_is_saved_repeated_to_the_length_asked_for(loud_ckpt, write_wav, tmp_path):
-    import soundfile as sf
-
     for i in range(2):
         write_wav(f"clips/c{i}.wav", np.full(16000 * 10, 0.1 * (i + 1), dtype=np.float32))
     (tmp_path / "gt.tsv").write_text("filename\tonset\toffset\tevent_label\n")
