@@ -77,7 +77,8 @@ def psds(detector: Detector, probs: np.ndarray, truth: pd.DataFrame, from_second
     frame = detector.spec.grid.frame_seconds
     shifted = truth.assign(onset=truth["onset"] - from_seconds, offset=truth["offset"] - from_seconds)
     shifted = shifted[shifted["offset"] > 0].assign(onset=lambda d: d["onset"].clip(lower=0.0))
-    scored = [i for i, c in enumerate(detector.classes) if c in set(truth["event_label"])]
+    labelled = set(truth["event_label"])
+    scored = [i for i, c in enumerate(detector.classes) if c in labelled]
     filtered = detector.decoding.filtered(probs)[:, scored]
     scores = {JOINED: score_dataframe(filtered, [detector.classes[i] for i in scored], frame)}
     operating_points = scores_to_operating_points(scores, DCASE2022_THRESHOLDS)

@@ -69,15 +69,21 @@ def _timed(step, device: torch.device, warmup: int, iters: int) -> tuple[float, 
     return (time.perf_counter() - start) / iters, (time.process_time() - cpu_start) / iters
 
 
+def linear_weights_to_bf16(module: torch.nn.Module) -> None:
+    """Cast every Linear layer's weights to bf16 once, as the detector does before bf16 autocast (which
+    would otherwise cast them again on every pass)."""
+    for layer in module.modules():
+        if isinstance(layer, torch.nn.Linear):
+            layer.to(torch.bfloat16)
+
+
 def inference_step(name: str, device: torch.device, batch: int, precision: str, compile_: bool):
     """One inference pass over ``batch`` random 10 s clips, as ``atst-sed detect`` runs it: in bf16 the
     Linear weights are cast once and the encoder runs under autocast (LayerNorm, softmax statistics
     and the residual sums in float32)."""
     encoder = ATSTEncoder(EncoderConfig.named(name)).to(device).eval()
     if precision == "bf16":
-        for module in encoder.modules():
-            if isinstance(module, torch.nn.Linear):
-                module.to(torch.bfloat16)
+        linear_weights_to_bf16(encoder)
     frontend = LogMelFrontend().to(device)
     run = torch.compile(encoder) if compile_ else encoder
     wave = torch.randn(batch, CLIP_SAMPLES, device=device) * 0.1
@@ -181,9 +187,7 @@ def bench_official(name: str, audiossl: str, mode: str, device: torch.device, ba
     if mode == "inference":
         model.eval()
         if precision == "bf16":
-            for module in model.encoder.modules():
-                if isinstance(module, torch.nn.Linear):
-                    module.to(torch.bfloat16)
+            linear_weights_to_bf16(model.encoder)
 
         def step() -> None:
             with torch.inference_mode():
